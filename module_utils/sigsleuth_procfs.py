@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# Process table reading for sigsleuth. Standard library only; Python 3.9+.
+"""Read /proc, take and stream the arm-time snapshot, and check a live process's identity."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ansible.module_utils.sigsleuth_common import atomic_write, decode_name
+
+PROC = "/proc"
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+NS_PER_TICK = 1_000_000_000 // CLK_TCK
+# /proc start times have tick resolution; a traced fork at t matches a start in [t - 1 tick, t + 1 tick].
+START_TOLERANCE_NS = 2 * NS_PER_TICK
+
+
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def read_stat(pid, proc=PROC):
+    """(comm, ppid, start_ticks) from /proc/PID/stat, or None when the process is gone.
+
+    The name sits between the first '(' and the last ')': it may hold spaces and parentheses itself.
+    """
+    raw = _read_bytes("%s/%d/stat" % (proc, pid))
+    if not raw:
+        return None
+    head, _, tail = raw.rpartition(b")")
+    comm = head.partition(b"(")[2]
+    fields = tail.split()
+    try:
+        # tail: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        #       cutime cstime priority nice num_threads itrealvalue starttime ...
+        return decode_name(comm), int(fields[1]), int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def start_boot_ns(pid, proc=PROC):
+    """Start time of a live pid on the boot clock (ns), or None when it is gone."""
+    stat = read_stat(pid, proc)
+    return None if stat is None else stat[2] * NS_PER_TICK
+
+
+def read_process(pid, proc=PROC):
+    """A snapshot entry for one live process, or None when it vanished while being read."""
+    stat = read_stat(pid, proc)
+    if stat is None:
+        return None
+    comm, ppid, start_ticks = stat
+    base = "%s/%d" % (proc, pid)
+    try:
+        exe = decode_name(os.readlink(base + "/exe").encode("utf-8", "surrogateescape"))
+    except OSError:
+        exe = None  # kernel threads, or a process we may not inspect
+    cmdline = _read_bytes(base + "/cmdline")
+    argv = [decode_name(arg) for arg in cmdline.split(b"\0")[:-1]] if cmdline else None
+    uid = None
+    status = _read_bytes(base + "/status") or b""
+    for line in status.splitlines():
+        if line.startswith(b"Uid:"):
+            uid = int(line.split()[1])
+            break
+    try:
+        threads = sorted(int(tid) for tid in os.listdir(base + "/task"))
+    except OSError:
+        threads = [pid]
+    return {
+        "pid": pid,
+        "ppid": ppid,
+        "start_ticks": start_ticks,
+        "start_boot_ns": start_ticks * NS_PER_TICK,
+        "comm": comm,
+        "exe": exe,
+        "argv": argv,
+        "uid": uid,
+        "threads": threads,
+    }
+
+
+def iter_processes(proc=PROC):
+    for name in os.listdir(proc):
+        if name.isdigit():
+            entry = read_process(int(name), proc)
+            if entry is not None:
+                yield entry
+
+
+def take_snapshot(path, proc=PROC):
+    """Write the process table as JSON lines (0600, atomically); returns the number of processes."""
+    lines = [json.dumps(entry, sort_keys=True) for entry in iter_processes(proc)]
+    atomic_write(path, "\n".join(lines) + "\n")
+    return len(lines)
+
+
+def iter_snapshot(path):
+    """Stream snapshot entries; a damaged line is skipped, never fatal."""
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("pid"), int):
+                yield entry
