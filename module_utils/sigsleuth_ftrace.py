@@ -1,0 +1,306 @@
+# -*- coding: utf-8 -*-
+# Streaming parser for the text of a tracefs instance's `trace` file. Standard library only; Python 3.9+.
+"""Turn trace text into events, one at a time, without trusting anything a process can name itself.
+
+A trace line is ``TASK-TID (TGID) [CPU] FLAGS SECONDS.MICROS: EVENT: PAYLOAD``. TASK comes from the kernel's
+small saved-cmdlines cache (often ``<...>``, sometimes stale) and is never used. Process names inside the
+payload are up to 15 arbitrary bytes, so every payload is parsed from the fixed fields at its ends inward:
+a name can never move a pid, a signal number or a result.
+
+A name holding a newline splits a record over two lines; the parser joins the pieces back when the first
+piece's payload is incomplete and the second has no header of its own.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible.module_utils.sigsleuth_common import decode_name
+
+# Events the lineage engine understands (payload parsers below).
+SIGNAL_GENERATE = "signal_generate"
+FORK = "sched_process_fork"
+EXEC = "sched_process_exec"
+EXIT = "sched_process_exit"
+NEWTASK = "task_newtask"
+RENAME = "task_rename"
+MARK_VICTIM = "mark_victim"
+KILL_SYSCALLS = ("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+
+# The TASK field is at most 15 bytes plus padding; a fake header needs more than that, so a match that
+# starts inside a hostile name cannot complete (see tests/unit/test_ftrace_parser.py).
+_RECORD = re.compile(
+    rb"^.{0,32}?-(\d+) +(?:\( *([\d-]+)\) +)?\[(\d+)\] +\S+ +(\d+)\.(\d{6}): (\w+(?:: |\(| -> ))([^\n]*)$",
+    re.M,
+)
+_ENTRIES = re.compile(rb"entries-in-buffer/entries-written: (\d+)/(\d+)")
+_LOST = re.compile(rb"CPU:(\d+) \[LOST (\d+) EVENTS\]")
+_CPU_STARTED = re.compile(rb"##### CPU (\d+) buffer started ####")
+
+_SIGNAL = re.compile(rb"sig=(\d+) errno=(-?\d+) code=(-?\d+) comm=(.*) pid=(\d+) grp=(\d+) res=(\d+)\Z", re.S)
+_EXEC_TAIL = re.compile(rb" pid=(\d+) old_pid=(\d+)\Z")
+_EXIT_TAIL = re.compile(rb"comm=(.*) pid=(\d+) prio=(-?\d+)(?: group_dead=(true|false))?\Z", re.S)
+_NEWTASK = re.compile(rb"pid=(\d+) comm=(.*) clone_flags=([0-9a-f]+) oom_score_adj=(-?\d+)\Z", re.S)
+_RENAME = re.compile(rb"pid=(\d+) oldcomm=(.*) oom_score_adj=(-?\d+)\Z", re.S)
+_MARK_VICTIM = re.compile(rb"pid=(\d+) comm=(.*) total-vm=(\d+)kB anon-rss=(\d+)kB file-rss:(\d+)kB "
+                          rb"shmem-rss:(\d+)kB uid=(\d+) pgtables=(\d+)kB oom_score_adj=(-?\d+)\Z", re.S)
+_SYSCALL_ARG = re.compile(rb"(\w+): (0x[0-9a-f]+|\d+)")
+
+CHUNK = 1 << 20
+
+
+class TraceStats:
+    """What the parser saw besides events: the `sources.ftrace` counters of the report."""
+
+    def __init__(self):
+        self.bytes = 0
+        self.lines = 0
+        self.events = 0
+        self.malformed = 0          # lines that are neither records, comments nor markers, or broken records
+        self.foreign = 0            # well-formed records of events we do not read
+        self.lost_events = 0        # sum of "LOST N EVENTS" markers
+        self.lost_markers = []      # (cpu, count, ts_ns of the next record or None)
+        self.cpu_buffer_started = set()
+        self.first_ts_per_cpu = {}
+        self.last_ts = None
+        self.entries_in_buffer = None
+        self.entries_written = None
+
+    def as_dict(self):
+        return {
+            "bytes_read": self.bytes,
+            "lines_read": self.lines,
+            "events_read": self.events,
+            "lines_skipped": self.malformed,
+            "foreign_events": self.foreign,
+            "lost_events_marked": self.lost_events,
+            "entries_in_buffer": self.entries_in_buffer,
+            "entries_written": self.entries_written,
+        }
+
+
+# ---------------------------------------------------------------- payload parsers
+# Each takes the payload bytes and returns a tuple, or None when the payload is incomplete or broken.
+
+def parse_signal_generate(payload):
+    """(sig, errno, code, comm, target_tid, group, result)"""
+    m = _SIGNAL.match(payload)
+    if m is None:
+        return None
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3)), decode_name(m.group(4)),
+            int(m.group(5)), int(m.group(6)), int(m.group(7)))
+
+
+def parse_fork(payload):
+    """(parent_tid, child_tid). The names in between are not needed: the child starts with its parent's."""
+    head, sep, child = payload.rpartition(b" child_pid=")
+    if not sep or not child.isdigit() or not head.startswith(b"comm="):
+        return None
+    marker = head.rfind(b" child_comm=")
+    parent = head[:marker].rpartition(b" pid=")[2] if marker > 0 else b""
+    if not parent.isdigit():
+        return None
+    return int(parent), int(child)
+
+
+def parse_exec(payload):
+    """(filename, pid, old_pid)"""
+    m = _EXEC_TAIL.search(payload)
+    if m is None or not payload.startswith(b"filename="):
+        return None
+    return decode_name(payload[9:m.start()]), int(m.group(1)), int(m.group(2))
+
+
+def parse_exit(payload):
+    """(comm, tid, group_dead) where group_dead is None on kernels that do not report it."""
+    m = _EXIT_TAIL.match(payload)
+    if m is None:
+        return None
+    dead = m.group(4)
+    return decode_name(m.group(1)), int(m.group(2)), None if dead is None else dead == b"true"
+
+
+def parse_newtask(payload):
+    """(tid, comm, clone_flags)"""
+    m = _NEWTASK.match(payload)
+    if m is None:
+        return None
+    return int(m.group(1)), decode_name(m.group(2)), int(m.group(3), 16)
+
+
+def parse_rename(payload):
+    """(tid, candidates) with candidates a tuple of (oldcomm, newcomm) splits.
+
+    Two free-form names side by side are ambiguous when a name holds " newcomm=": every split is returned
+    and the caller picks the one whose old name it already knows.
+    """
+    m = _RENAME.match(payload)
+    if m is None:
+        return None
+    middle = m.group(2)
+    candidates = []
+    start = 0
+    while True:
+        at = middle.find(b" newcomm=", start)
+        if at < 0:
+            break
+        candidates.append((decode_name(middle[:at]), decode_name(middle[at + 9:])))
+        start = at + 1
+    if not candidates:
+        return None
+    return int(m.group(1)), tuple(candidates)
+
+
+def parse_mark_victim(payload):
+    """(pid, comm, total_vm_kb, anon_rss_kb, file_rss_kb, shmem_rss_kb, uid)"""
+    m = _MARK_VICTIM.match(payload)
+    if m is None:
+        return None
+    g = m.groups()
+    return int(g[0]), decode_name(g[1]), int(g[2]), int(g[3]), int(g[4]), int(g[5]), int(g[6])
+
+
+def parse_syscall_args(payload):
+    """{argname: int} from a syscall entry ("pid: 0x16cf, sig: 9)"); small values print in decimal."""
+    if not payload.endswith(b")"):
+        return None
+    return {name.decode(): int(value, 0) for name, value in _SYSCALL_ARG.findall(payload)}
+
+
+def parse_syscall_exit(payload):
+    """The return value of a syscall exit ("0x0"), as a signed int."""
+    try:
+        value = int(payload, 16)
+    except ValueError:
+        return None
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+PAYLOAD_PARSERS = {
+    SIGNAL_GENERATE: parse_signal_generate,
+    FORK: parse_fork,
+    EXEC: parse_exec,
+    EXIT: parse_exit,
+    NEWTASK: parse_newtask,
+    RENAME: parse_rename,
+    MARK_VICTIM: parse_mark_victim,
+}
+# How each event's name ends its record header: "name: payload", syscall entries "sys_kill(args)" and
+# syscall exits "sys_kill -> 0x0".
+_PARSERS_BY_BYTES = {(name + ": ").encode(): (name, parser) for name, parser in PAYLOAD_PARSERS.items()}
+for _name in KILL_SYSCALLS:
+    PAYLOAD_PARSERS["sys_enter_" + _name] = parse_syscall_args
+    PAYLOAD_PARSERS["sys_exit_" + _name] = parse_syscall_exit
+    _PARSERS_BY_BYTES[("sys_%s(" % _name).encode()] = ("sys_enter_" + _name, parse_syscall_args)
+    _PARSERS_BY_BYTES[("sys_%s -> " % _name).encode()] = ("sys_exit_" + _name, parse_syscall_exit)
+
+
+# ---------------------------------------------------------------- the stream
+
+def iter_events(stream, stats=None, chunk_size=CHUNK):
+    """Yield (event, ts_ns, cpu, tid, tgid, fields) for every record we understand.
+
+    `stream` is a binary file object (the instance's `trace`, or a saved copy); it is read in chunks, so
+    memory does not grow with the buffer. `tgid` is None when the trace lacks the record-tgid column.
+    Anything else is counted in `stats`, never guessed at.
+    """
+    stats = TraceStats() if stats is None else stats
+    parsers = _PARSERS_BY_BYTES
+    finditer = _RECORD.finditer
+    first_ts = stats.first_ts_per_cpu
+    pending = None  # a record whose payload was cut by a newline inside a name: (fields..., payload)
+    carry = b""
+    while True:
+        chunk = stream.read(chunk_size)
+        if not chunk:
+            text = carry
+            if not text:
+                break
+            if not text.endswith(b"\n"):
+                text += b"\n"  # a truncated last line: parse what is there, the checks reject a torn record
+            carry = b""
+        else:
+            stats.bytes += len(chunk)
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                carry += chunk
+                continue
+            text = carry + chunk[:cut + 1]
+            carry = chunk[cut + 1:]
+        stats.lines += text.count(b"\n")
+        position = 0
+        for m in finditer(text):
+            if m.start() != position:
+                # Text between records: comments, markers, garbage, or the tail of a split record.
+                for item in _between(text[position:m.start()], stats, pending, parsers):
+                    yield item
+                pending = None
+            elif pending is not None:
+                stats.malformed += 1
+                pending = None
+            position = m.end() + 1
+            tid, tgid, cpu, sec, usec, name, payload = m.groups()
+            entry = parsers.get(name)
+            if entry is None:
+                stats.foreign += 1
+                continue
+            ts = int(sec) * 1_000_000_000 + int(usec) * 1000
+            cpu = int(cpu)
+            if cpu not in first_ts:
+                first_ts[cpu] = ts
+            stats.last_ts = ts
+            fields = entry[1](payload)
+            tgid = int(tgid) if tgid and tgid[0] != 45 else None  # 45 is "-": tgid not recorded
+            if fields is None:
+                pending = (entry, ts, cpu, int(tid), tgid, payload)
+                continue
+            stats.events += 1
+            yield entry[0], ts, cpu, int(tid), tgid, fields
+        if position < len(text):
+            for item in _between(text[position:], stats, pending, parsers):
+                yield item
+            pending = None
+        if not chunk:
+            break
+    if pending is not None:
+        stats.malformed += 1
+
+
+def _between(text, stats, pending, parsers):
+    """Handle the non-record lines between two records; join a split record back together."""
+    for line in text.split(b"\n"):
+        if not line:
+            continue
+        if pending is not None:
+            entry, ts, cpu, tid, tgid, payload = pending
+            payload = payload + b"\n" + line
+            fields = entry[1](payload)
+            if fields is not None:
+                stats.events += 1
+                stats.lines -= 1  # two physical lines, one record
+                pending = None
+                yield entry[0], ts, cpu, tid, tgid, fields
+                continue
+            # Still incomplete: keep joining only while the joined text stays plausibly one record.
+            if len(payload) < 4096:
+                pending = (entry, ts, cpu, tid, tgid, payload)
+                stats.lines -= 1
+                continue
+            pending = None
+            stats.malformed += 1
+        if line[:1] == b"#":
+            m = _ENTRIES.search(line)
+            if m:
+                stats.entries_in_buffer, stats.entries_written = int(m.group(1)), int(m.group(2))
+            m = _CPU_STARTED.search(line)
+            if m:
+                stats.cpu_buffer_started.add(int(m.group(1)))
+            continue
+        m = _LOST.search(line)
+        if m:
+            stats.lost_events += int(m.group(2))
+            stats.lost_markers.append((int(m.group(1)), int(m.group(2)), stats.last_ts))
+            continue
+        stats.malformed += 1
+    if pending is not None:
+        stats.malformed += 1

@@ -1,0 +1,301 @@
+# -*- coding: utf-8 -*-
+# The lineage engine: process incarnations, kills and ancestry. Standard library only; Python 3.9+.
+"""Feed events one at a time; read kills with their sender's ancestry.
+
+Every process is a `Process` object: one incarnation. A pid that is reused later gets a new object, so a
+kill recorded against an earlier incarnation can never pick up a newcomer's details. Kills capture their
+sender, victim and ancestry at the moment of the kill.
+
+Time is kept on the boot clock (ns) as the trace records it; the report converts to wall-clock time.
+"""
+
+from __future__ import annotations
+
+from ansible.module_utils.sigsleuth_ftrace import (
+    EXEC, EXIT, FORK, KILL_SYSCALLS, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
+)
+from ansible.module_utils.sigsleuth_procfs import START_TOLERANCE_NS
+
+CLONE_THREAD = 0x00010000
+SI_USER, SI_KERNEL, SI_QUEUE, SI_TKILL = 0, 0x80, -1, -6
+MAX_ANCESTRY = 512  # a guard against a corrupt cycle, far deeper than any real process tree
+
+RESULTS = {0: "delivered", 1: "ignored", 2: "already_pending", 3: "overflow_fail", 4: "lose_info"}
+
+# How a process came to be known, in order of trust.
+SOURCE_TRACE = "ftrace"       # its fork was traced
+SOURCE_SNAPSHOT = "snapshot"  # it was in the arm-time process table
+SOURCE_UNSEEN = "unseen"      # it acted in the trace, but neither its fork nor a snapshot entry is known
+
+
+class Process:
+    """One incarnation of a process (thread group)."""
+
+    __slots__ = (
+        "pid", "start_ns", "parent", "comm", "exe", "argv", "uid", "exit_ns", "exited", "source",
+        "known_since_ns", "live_children", "notes", "alive_confirmed", "ppid_hint", "facts_from",
+    )
+
+    def __init__(self, pid, start_ns, parent, comm, exe, source, known_since_ns):
+        self.pid = pid
+        self.start_ns = start_ns
+        self.parent = parent
+        self.comm = comm
+        self.exe = exe
+        self.argv = None
+        self.uid = None
+        self.exit_ns = None
+        self.exited = False
+        self.source = source
+        self.known_since_ns = known_since_ns
+        self.live_children = 0
+        self.notes = []
+        self.alive_confirmed = False
+        self.ppid_hint = None  # the parent pid a snapshot reported, when that parent itself is unknown
+        self.facts_from = {"comm": source, "exe": source}
+
+    def __repr__(self):
+        return "Process(%d %r start=%s exited=%s)" % (self.pid, self.comm, self.start_ns, self.exited)
+
+
+class Kill:
+    """One delivery of an armed signal to one victim."""
+
+    __slots__ = (
+        "ts_ns", "signal", "code", "errno", "result", "group", "sender", "sender_tid", "victim", "victim_tid",
+        "chain", "mechanism", "origin", "evidence", "count", "syscall_args", "notes", "sender_identity",
+    )
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+
+class Lineage:
+    """Process lineage built from a stream of events.
+
+    feed((event, ts_ns, cpu, tid, tgid, fields)) accepts what `sigsleuth_ftrace.iter_events` yields; the
+    add_snapshot_entry() calls must come first. `kills` grows as signal events of the armed signals arrive.
+    """
+
+    def __init__(self, signals, snapshot_time_ns=None):
+        self.signals = frozenset(signals)
+        self.snapshot_time_ns = snapshot_time_ns
+        self.by_pid = {}          # tgid -> current Process incarnation (pruned when dead and childless)
+        self.thread_group = {}    # tid -> tgid, for threads that are not their group's leader
+        self.clone_flags = {}     # new tid -> clone flags, from task_newtask until its fork event
+        self.in_kill_syscall = {}  # tid -> (syscall, args, ts) between a kill-family entry and exit
+        self.kills = []
+        self._last_kill = {}      # (victim incarnation id, signal) -> Kill, to fold repeated sends
+        self.events = 0
+        self._handlers = {
+            FORK: self._on_fork,
+            EXEC: self._on_exec,
+            EXIT: self._on_exit,
+            NEWTASK: self._on_newtask,
+            RENAME: self._on_rename,
+            SIGNAL_GENERATE: self._on_signal,
+            MARK_VICTIM: self._on_mark_victim,
+        }
+        for name in KILL_SYSCALLS:
+            self._handlers["sys_enter_" + name] = self._syscall_enter_handler(name)
+            self._handlers["sys_exit_" + name] = self._on_syscall_exit
+        self.oom_victims = {}     # pid -> details from oom:mark_victim
+
+    # ------------------------------------------------------------ snapshot
+
+    def add_snapshot(self, entries):
+        """Seed the table with the arm-time process table (entries as sigsleuth_procfs.read_process)."""
+        staged = []
+        for entry in entries:
+            proc = Process(entry["pid"], entry.get("start_boot_ns"), None, entry.get("comm"), entry.get("exe"),
+                           SOURCE_SNAPSHOT, self.snapshot_time_ns)
+            proc.argv = entry.get("argv")
+            proc.uid = entry.get("uid")
+            proc.facts_from.update(argv=SOURCE_SNAPSHOT, uid=SOURCE_SNAPSHOT)
+            self.by_pid[proc.pid] = proc
+            for tid in entry.get("threads") or ():
+                if tid != proc.pid:
+                    self.thread_group[tid] = proc.pid
+            staged.append((proc, entry.get("ppid")))
+        for proc, ppid in staged:
+            parent = self.by_pid.get(ppid) if ppid else None
+            if parent is not None and parent is not proc:
+                proc.parent = parent
+                parent.live_children += 1
+            elif ppid:
+                proc.ppid_hint = ppid
+
+    # ------------------------------------------------------------ the stream
+
+    def feed(self, event):
+        name, ts, _cpu, tid, tgid, fields = event
+        self.events += 1
+        if tgid is not None and tgid != tid and self.thread_group.get(tid) != tgid:
+            self._learn_thread(tid, tgid)
+        handler = self._handlers.get(name)
+        if handler is not None:
+            handler(ts, tid, tgid, fields)
+
+    def process_of(self, tid, tgid=None, ts=None):
+        """The current incarnation for a thread; an 'unseen' placeholder when nothing is known of it."""
+        if tgid is None:
+            tgid = self.thread_group.get(tid, tid)
+        proc = self.by_pid.get(tgid)
+        if proc is None:
+            proc = Process(tgid, None, None, None, None, SOURCE_UNSEEN, ts)
+            proc.notes.append("neither its fork nor an arm-time snapshot entry was seen")
+            self.by_pid[tgid] = proc
+        return proc
+
+    def _learn_thread(self, tid, tgid):
+        """A record showed tid running in thread group tgid: undo a guess that tid was a process."""
+        self.thread_group[tid] = tgid
+        wrong = self.by_pid.get(tid)
+        if wrong is not None and wrong.live_children == 0 and wrong.source != SOURCE_SNAPSHOT:
+            del self.by_pid[tid]
+            if wrong.parent is not None:
+                wrong.parent.live_children -= 1
+
+    def _on_newtask(self, ts, tid, tgid, fields):
+        self.clone_flags[fields[0]] = fields[2]
+
+    def _on_fork(self, ts, tid, tgid, fields):
+        parent_tid, child = fields
+        flags = self.clone_flags.pop(child, None)
+        if flags is not None and flags & CLONE_THREAD:
+            self.thread_group[child] = tgid if tgid is not None else self.thread_group.get(parent_tid, parent_tid)
+            return
+        parent = self.process_of(parent_tid, tgid, ts)
+        self.thread_group.pop(child, None)
+        old = self.by_pid.get(child)
+        if old is not None and old.source == SOURCE_SNAPSHOT and old.start_ns is not None \
+                and abs(old.start_ns - ts) <= START_TOLERANCE_NS and not old.exited:
+            # Forked between enabling the trace and taking the snapshot: the same process, now exact.
+            old.start_ns = ts
+            old.known_since_ns = ts
+            old.source = SOURCE_TRACE
+            if old.parent is not parent:
+                if old.parent is not None:
+                    old.parent.live_children -= 1
+                old.parent = parent
+                parent.live_children += 1
+            return
+        if old is not None and not old.exited:
+            old.exited = True
+            old.notes.append("its exit was not seen; pid %d was reused by a fork at boot+%.6fs" % (child, ts / 1e9))
+            self._forget(old)
+        proc = Process(child, ts, parent, parent.comm, parent.exe, SOURCE_TRACE, ts)
+        proc.argv = parent.argv
+        proc.uid = parent.uid
+        proc.facts_from = {"comm": "inherited", "exe": "inherited", "argv": "inherited", "uid": "inherited"}
+        parent.live_children += 1
+        self.by_pid[child] = proc
+
+    def _on_exec(self, ts, tid, tgid, fields):
+        filename, pid, old_pid = fields
+        if old_pid != pid:
+            self.thread_group.pop(old_pid, None)  # a non-leader thread exec'd and took over the leader's pid
+        proc = self.process_of(pid, pid, ts)
+        proc.exe = filename
+        # The kernel names the task after the last path component of the exec'd file, cut to 15 bytes.
+        base = filename.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[:15]
+        proc.comm = base.decode("utf-8", "backslashreplace")
+        proc.argv = None
+        proc.facts_from = dict(proc.facts_from, comm=SOURCE_TRACE, exe=SOURCE_TRACE, argv=None)
+
+    def _on_rename(self, ts, tid, tgid, fields):
+        _tid, candidates = fields
+        proc = self.process_of(tid, tgid, ts)
+        if len(candidates) == 1:
+            proc.comm = candidates[0][1]
+        else:
+            matching = [new for old, new in candidates if old == proc.comm]
+            if len(matching) == 1:
+                proc.comm = matching[0]
+            else:
+                proc.notes.append("a rename to one of %r could not be told apart" % [new for _, new in candidates])
+        proc.facts_from["comm"] = SOURCE_TRACE
+
+    def _on_exit(self, ts, tid, tgid, fields):
+        _comm, exiting_tid, group_dead = fields
+        if group_dead is None:
+            group_dead = tid == (tgid if tgid is not None else self.thread_group.get(tid, tid))
+        self.in_kill_syscall.pop(tid, None)
+        if not group_dead:
+            self.thread_group.pop(tid, None)
+            return
+        leader = tgid if tgid is not None else self.thread_group.get(tid, tid)
+        proc = self.by_pid.get(leader)
+        self.thread_group.pop(tid, None)
+        if proc is None or proc.exited:
+            return
+        proc.exited = True
+        proc.exit_ns = ts
+        self._forget(proc)
+
+    def _forget(self, proc):
+        """Drop dead processes nobody can descend from any more from the index (kills keep their refs)."""
+        while proc is not None and proc.exited and proc.live_children == 0:
+            if self.by_pid.get(proc.pid) is proc:
+                del self.by_pid[proc.pid]
+            parent = proc.parent
+            if parent is None:
+                return
+            parent.live_children -= 1
+            proc = parent
+
+    def _syscall_enter_handler(self, syscall):
+        def on_enter(ts, tid, tgid, fields):
+            self.in_kill_syscall[tid] = (syscall, fields, ts)
+        return on_enter
+
+    def _on_syscall_exit(self, ts, tid, tgid, fields):
+        self.in_kill_syscall.pop(tid, None)
+
+    def _on_mark_victim(self, ts, tid, tgid, fields):
+        pid, comm, total_vm, anon, file_rss, shmem, uid = fields
+        self.oom_victims[pid] = {"ts_ns": ts, "comm": comm, "total_vm_kb": total_vm, "anon_rss_kb": anon,
+                                 "file_rss_kb": file_rss, "shmem_rss_kb": shmem, "uid": uid}
+
+    def _on_signal(self, ts, tid, tgid, fields):
+        sig, errno, code, _comm, target_tid, group, result = fields
+        if sig not in self.signals:
+            return
+        victim_tgid = self.thread_group.get(target_tid, target_tid)
+        victim = self.process_of(target_tid, victim_tgid, ts)
+        fold_key = (id(victim), sig)
+        previous = self._last_kill.get(fold_key)
+        if previous is not None and result != 0:
+            # A send to a victim that is already dying or has it pending folds into the first record.
+            previous.count += 1
+            return
+        evidence = ["ftrace:signal_generate"]
+        syscall = self.in_kill_syscall.get(tid)
+        syscall_args = None
+        if code == SI_KERNEL:
+            origin, mechanism, sender, sender_tid = "kernel", "unknown", None, None
+        else:
+            origin = "user"
+            sender = self.process_of(tid, tgid, ts)
+            sender_tid = tid
+            mechanism = "unknown"
+            if syscall is not None and syscall[1].get("sig") == sig:
+                mechanism = "kill" if syscall[0] in KILL_SYSCALLS else "unknown"
+                syscall_args = dict(syscall[1], syscall=syscall[0])
+                evidence.append("ftrace:sys_enter_" + syscall[0])
+        chain = []
+        proc = sender.parent if sender is not None else None
+        seen = set()
+        while proc is not None and len(chain) < MAX_ANCESTRY and id(proc) not in seen:
+            seen.add(id(proc))
+            chain.append((proc, proc.comm, proc.exe, proc.argv))
+            proc = proc.parent
+        kill = Kill(ts_ns=ts, signal=sig, code=code, errno=errno, result=result, group=group,
+                    sender=sender, sender_tid=sender_tid, victim=victim, victim_tid=target_tid,
+                    chain=chain, mechanism=mechanism, origin=origin, evidence=evidence, count=1,
+                    syscall_args=syscall_args, notes=[],
+                    sender_identity=None if sender is None else (sender.comm, sender.exe, sender.argv))
+        self.kills.append(kill)
+        self._last_kill[fold_key] = kill
+

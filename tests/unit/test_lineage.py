@@ -1,0 +1,161 @@
+"""The lineage engine, fed one event at a time."""
+
+import io
+import os
+
+from ansible.module_utils.sigsleuth_ftrace import TraceStats, iter_events
+from ansible.module_utils.sigsleuth_lineage import CLONE_THREAD, Lineage
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "ftrace")
+S = 1_000_000_000
+
+
+def fork(ts, parent, child, tgid=None, flags=0x1200000):
+    return [("task_newtask", ts, 0, parent, tgid or parent, (child, "x", flags)),
+            ("sched_process_fork", ts, 0, parent, tgid or parent, (parent, child))]
+
+
+def exec_(ts, pid, filename):
+    return [("sched_process_exec", ts, 0, pid, pid, (filename, pid, pid))]
+
+
+def exit_(ts, tid, tgid=None, group_dead=True):
+    return [("sched_process_exit", ts, 0, tid, tgid or tid, ("x", tid, group_dead))]
+
+
+def kill(ts, sender, victim, sig=9, tgid=None, code=0, res=0):
+    return [("sys_enter_kill", ts, 0, sender, tgid or sender, {"pid": victim, "sig": sig}),
+            ("signal_generate", ts, 0, sender, tgid or sender, (sig, 0, code, "v", victim, 1, res)),
+            ("sys_exit_kill", ts, 0, sender, tgid or sender, 0)]
+
+
+def run(events, snapshot=(), signals=(9,)):
+    lineage = Lineage(signals, snapshot_time_ns=0)
+    lineage.add_snapshot(snapshot)
+    for event in events:
+        lineage.feed(event)
+    return lineage
+
+
+def snap(pid, ppid, comm, start=1, exe=None):
+    return {"pid": pid, "ppid": ppid, "comm": comm, "exe": exe, "start_boot_ns": start, "argv": [comm],
+            "uid": 0, "threads": [pid]}
+
+
+def chain_names(k):
+    return [(p.pid, comm) for p, comm, _, _ in k.chain]
+
+
+def test_seed_case_reaped_job_shell_is_named():
+    snapshot = [snap(1, 0, "init"), snap(100, 1, "agentd"), snap(200, 1, "agent")]
+    events = (fork(10 * S, 100, 300) + exec_(10 * S + 1, 300, "/usr/bin/sh")
+              + fork(11 * S, 300, 301) + exit_(11 * S + 5, 300)          # job shell exits at once
+              + exec_(12 * S, 301, "/usr/bin/kill") + kill(13 * S, 301, 200))
+    (k,) = run(events, snapshot).kills
+    assert (k.sender.pid, k.sender_identity[:2]) == (301, ("kill", "/usr/bin/kill"))
+    assert chain_names(k) == [(300, "sh"), (100, "agentd"), (1, "init")]
+    assert k.chain[0][0].exited and k.chain[0][0].exit_ns == 11 * S + 5
+    assert not k.chain[1][0].exited
+    assert k.victim.comm == "agent" and k.mechanism == "kill" and k.origin == "user"
+
+
+def test_pid_reuse_never_confuses_incarnations():
+    events = (fork(1 * S, 1, 50) + exec_(1 * S + 1, 50, "/usr/bin/old") + fork(2 * S, 50, 60) + exit_(3 * S, 50)
+              + fork(4 * S, 1, 50) + exec_(4 * S + 1, 50, "/usr/bin/newcomer")   # pid 50 reused
+              + kill(5 * S, 60, 1))
+    lineage = run(events, [snap(1, 0, "init")])
+    (k,) = lineage.kills
+    parent = k.chain[0][0]
+    assert (parent.pid, k.chain[0][1], parent.exited) == (50, "old", True)
+    assert lineage.by_pid[50] is not parent and lineage.by_pid[50].comm == "newcomer"
+
+
+def test_exec_renames_and_identity_at_kill_time():
+    events = (fork(1 * S, 1, 10) + exec_(2 * S, 10, "/usr/bin/python3") + fork(3 * S, 10, 11)
+              + kill(4 * S, 11, 1) + exec_(5 * S, 10, "/usr/bin/later"))
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert k.chain[0][1:3] == ("python3", "/usr/bin/python3")   # as it was when the kill happened
+
+
+def test_long_exec_name_is_cut_like_the_kernel():
+    lineage = run(fork(1 * S, 1, 10) + exec_(2 * S, 10, "/opt/a-very-long-program-name"), [snap(1, 0, "init")])
+    assert lineage.by_pid[10].comm == "a-very-long-pro"
+
+
+def test_thread_sender_and_thread_fork_parent():
+    events = (fork(1 * S, 1, 10) + fork(2 * S, 10, 11, flags=0x3d0f00 | CLONE_THREAD)   # thread 11 of 10
+              + fork(3 * S, 11, 12, tgid=10)                                               # the thread forks
+              + kill(4 * S, 11, 12, tgid=10))
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert (k.sender.pid, k.sender_tid) == (10, 11)
+    assert k.victim.parent.pid == 10
+
+
+def test_kill_aimed_at_a_thread_is_a_kill_of_its_process():
+    events = fork(1 * S, 1, 10) + fork(2 * S, 10, 11, flags=CLONE_THREAD) + fork(3 * S, 1, 20) + kill(4 * S, 20, 11)
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert (k.victim.pid, k.victim_tid) == (10, 11)
+
+
+def test_exited_and_childless_processes_are_pruned():
+    events = []
+    for i in range(1000):
+        events += fork(i * S, 1, 1000 + i) + exec_(i * S + 1, 1000 + i, "/bin/true") + exit_(i * S + 2, 1000 + i)
+    lineage = run(events, [snap(1, 0, "init")])
+    assert set(lineage.by_pid) == {1}
+    assert lineage.by_pid[1].live_children == 0
+
+
+def test_snapshot_process_forked_between_enable_and_snapshot_is_merged():
+    events = fork(5 * S, 1, 10) + kill(6 * S, 10, 1)
+    (k,) = run(events, [snap(1, 0, "init"), snap(10, 1, "late", start=5 * S + 3_000_000)]).kills
+    assert k.sender.start_ns == 5 * S and k.sender.source == "ftrace"
+
+
+def test_unseen_parent_is_a_placeholder_with_a_note():
+    (k,) = run(kill(1 * S, 77, 1), [snap(1, 0, "init")]).kills
+    assert k.sender.source == "unseen" and k.sender.notes
+
+
+def test_repeated_send_to_dying_victim_folds():
+    events = fork(1 * S, 1, 10) + fork(1 * S, 1, 20) + kill(2 * S, 20, 10) + kill(3 * S, 20, 10, res=1)
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert k.count == 2
+
+
+def test_group_kill_gives_one_record_per_victim():
+    events = fork(1 * S, 1, 10) + fork(1 * S, 1, 11) + fork(1 * S, 1, 20)
+    events += [("sys_enter_kill", 2 * S, 0, 20, 20, {"pid": -10 & 0xffffffff, "sig": 9})]
+    events += [("signal_generate", 2 * S, 0, 20, 20, (9, 0, 0, "v", victim, 1, 0)) for victim in (10, 11)]
+    kills = run(events, [snap(1, 0, "init")]).kills
+    assert [k.victim.pid for k in kills] == [10, 11]
+    assert all(k.mechanism == "kill" for k in kills)
+
+
+def test_unarmed_signal_is_ignored_and_kernel_origin_has_no_sender():
+    events = fork(1 * S, 1, 10) + kill(2 * S, 1, 10, sig=2)
+    events += [("signal_generate", 3 * S, 0, 10, 10, (9, 0, 128, "v", 10, 1, 0))]
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert k.origin == "kernel" and k.sender is None
+
+
+def test_signal_without_syscall_is_not_called_kill():
+    events = fork(1 * S, 1, 10) + [("signal_generate", 2 * S, 0, 1, 1, (9, 0, 0, "v", 10, 1, 0))]
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert k.mechanism == "unknown"
+
+
+def test_captured_fixture_end_to_end():
+    with open(os.path.join(FIXTURES, "seed_small.trace"), "rb") as handle:
+        lineage = Lineage([9, 15])
+        for event in iter_events(handle, TraceStats()):
+            lineage.feed(event)
+    truth = dict(item.split("=") for item in open(os.path.join(FIXTURES, "seed_small.truth")).read().split())
+    first, term, threaded = lineage.kills
+    assert first.victim.pid == int(truth["agent"])
+    assert first.sender_identity[:2] == ("kill", "/usr/bin/kill")
+    assert first.chain[0][1] == "sh" and first.chain[0][0].exited
+    assert term.signal == 15 and term.sender_identity[0] == "bash"
+    assert threaded.sender_tid != threaded.sender.pid        # a python thread sent it
+    assert threaded.sender_identity[0] == "a pid=7 grp=0 r"  # a hostile name stays data
+    assert threaded.victim.pid == int(truth["victim3"])
