@@ -1,0 +1,52 @@
+# sigsleuth: set-up, demo and tests. `make demo` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Anything that arms this machine holds this lock, so two runs never fight over tracing or audit.
+LOCK := /run/sigsleuth-test.lock
+LOCKED := $(shell command -v flock >/dev/null 2>&1 && [ -w /run ] && echo flock $(LOCK))
+
+.PHONY: help venv demo test lint unit integration molecule clean
+
+help:
+	@echo "make demo   - create .venv, arm this machine, replay the seed's mystery, print who killed the agent, disarm"
+	@echo "make test   - create .venv and run lint, unit tests, integration tests and molecule"
+	@echo "other targets: venv lint unit integration molecule clean"
+
+venv: $(STAMP)
+
+# The stamp makes re-running cheap; it is redone whenever a requirements or constraints file changes.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+demo: venv
+	$(LOCKED) $(BIN)/ansible-playbook playbooks/demo.yml
+
+# Lint and unit tests first: they are fast and arm nothing.
+test: venv
+	$(MAKE) lint unit
+	$(MAKE) integration
+	$(MAKE) molecule
+
+lint: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+# Integration tests take the lock themselves, test by test.
+integration: venv
+	$(BIN)/pytest tests/integration
+
+molecule: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(LOCKED) $(BIN)/molecule test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ansible molecule/default/.cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
