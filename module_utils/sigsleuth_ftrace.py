@@ -27,12 +27,15 @@ RENAME = "task_rename"
 MARK_VICTIM = "mark_victim"
 KILL_SYSCALLS = ("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 
-# The TASK field is at most 15 bytes plus padding; a fake header needs more than that, so a match that
-# starts inside a hostile name cannot complete (see tests/unit/test_ftrace_parser.py).
+# A record header: TASK-TID (TGID) [CPU] FLAGS SECONDS.MICROS: EVENT. The kernel prints TASK with "%16s" and a
+# task name has at most 15 bytes, so TASK is exactly 16 bytes in a well-formed line; matching starts at the "-"
+# after it (a literal the regex engine finds fast) and the 16 bytes before it are checked by position.
 _RECORD = re.compile(
-    rb"^.{0,32}?-(\d+) +(?:\( *([\d-]+)\) +)?\[(\d+)\] +\S+ +(\d+)\.(\d{6}): (\w+(?:: |\(| -> ))([^\n]*)$",
-    re.M,
+    rb"-(\d+) +(?:\( *([\d-]+)\) +)?\[(\d+)\] +\S+ +(\d+)\.(\d{6}): (\w+(?:: |\(| -> ))([^\n]*)"
 )
+TASK_WIDTH = 16
+# Where a line does not start with exactly TASK_WIDTH bytes of task name, the header may sit this far in.
+MAX_TASK_WIDTH = 32
 _ENTRIES = re.compile(rb"entries-in-buffer/entries-written: (\d+)/(\d+)")
 _LOST = re.compile(rb"CPU:(\d+) \[LOST (\d+) EVENTS\]")
 _CPU_STARTED = re.compile(rb"##### CPU (\d+) buffer started ####")
@@ -208,18 +211,12 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
     parsers = _PARSERS_BY_BYTES
     finditer = _RECORD.finditer
     first_ts = stats.first_ts_per_cpu
-    pending = None  # a record whose payload was cut by a newline inside a name: (fields..., payload)
+    pending = None  # a record whose payload was cut by a newline inside a name
     carry = b""
+    last_ts = None
     while True:
         chunk = stream.read(chunk_size)
-        if not chunk:
-            text = carry
-            if not text:
-                break
-            if not text.endswith(b"\n"):
-                text += b"\n"  # a truncated last line: parse what is there, the checks reject a torn record
-            carry = b""
-        else:
+        if chunk:
             stats.bytes += len(chunk)
             cut = chunk.rfind(b"\n")
             if cut < 0:
@@ -227,17 +224,26 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
                 continue
             text = carry + chunk[:cut + 1]
             carry = chunk[cut + 1:]
+        elif carry:
+            text = carry + b"\n"  # a truncated last line: parsed as far as it goes, a torn record is rejected
+            carry = b""
+        else:
+            break
         stats.lines += text.count(b"\n")
         position = 0
         for m in finditer(text):
-            if m.start() != position:
-                # Text between records: comments, markers, garbage, or the tail of a split record.
-                for item in _between(text[position:m.start()], stats, pending, parsers):
+            start = m.start()
+            if start - position != TASK_WIDTH or pending is not None:
+                # Not a plain line: comments, markers, garbage, a long task column or a split record's tail.
+                stats.last_ts = last_ts
+                for item in _between(text, position, start, stats, pending):
                     yield item
                 pending = None
-            elif pending is not None:
-                stats.malformed += 1
-                pending = None
+                newline = text.rfind(b"\n", position, start)
+                if start - (newline + 1 if newline >= 0 else position) > MAX_TASK_WIDTH:
+                    stats.malformed += 1  # a header buried deep in a line is not a record start
+                    position = m.end() + 1
+                    continue
             position = m.end() + 1
             tid, tgid, cpu, sec, usec, name, payload = m.groups()
             entry = parsers.get(name)
@@ -245,30 +251,38 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
                 stats.foreign += 1
                 continue
             ts = int(sec) * 1_000_000_000 + int(usec) * 1000
-            cpu = int(cpu)
             if cpu not in first_ts:
                 first_ts[cpu] = ts
-            stats.last_ts = ts
+            last_ts = ts
+            tid = int(tid)
+            if tgid is None or tgid[0] == 45:  # 45 is "-": tgid not recorded
+                tgid = None
+            else:
+                tgid = int(tgid)
             fields = entry[1](payload)
-            tgid = int(tgid) if tgid and tgid[0] != 45 else None  # 45 is "-": tgid not recorded
             if fields is None:
-                pending = (entry, ts, cpu, int(tid), tgid, payload)
+                pending = (entry, ts, int(cpu), tid, tgid, payload)
                 continue
             stats.events += 1
-            yield entry[0], ts, cpu, int(tid), tgid, fields
+            yield entry[0], ts, int(cpu), tid, tgid, fields
+        stats.last_ts = last_ts
         if position < len(text):
-            for item in _between(text[position:], stats, pending, parsers):
+            for item in _between(text, position, len(text), stats, pending):
                 yield item
             pending = None
-        if not chunk:
-            break
     if pending is not None:
         stats.malformed += 1
+    stats.first_ts_per_cpu = {int(cpu): ts for cpu, ts in first_ts.items()}
 
 
-def _between(text, stats, pending, parsers):
-    """Handle the non-record lines between two records; join a split record back together."""
-    for line in text.split(b"\n"):
+def _between(text, begin, end, stats, pending):
+    """Handle the lines between two records; join a split record back together.
+
+    The last piece (after the last newline) is the task column of the record that follows; it is not a line.
+    """
+    lines = text[begin:end].split(b"\n")
+    lines.pop()
+    for line in lines:
         if not line:
             continue
         if pending is not None:
