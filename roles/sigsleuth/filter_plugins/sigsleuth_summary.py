@@ -111,18 +111,25 @@ def _kill_lines(kill):
     return lines
 
 
-def _sources_line(sources):
+# What a reader needs from each source at a glance; the report has the rest.
+SOURCE_FACTS = ("armed", "events_read", "lines_skipped", "oldest_event_time", "loss", "reason", "error")
+
+
+def _sources_lines(sources):
     if not isinstance(sources, dict) or not sources:
-        return None
+        return []
     described = []
     for name, source in sources.items():
-        if isinstance(source, dict):
-            facts = ["%s=%s" % (md_escape(key), md_escape(value)) for key, value in source.items()
-                     if isinstance(value, (bool, int, float, str))]
-            described.append("%s (%s)" % (md_escape(name), ", ".join(facts)) if facts else md_escape(name))
-        else:
-            described.append(md_escape(name))
-    return "Sources: " + "; ".join(described) + "."
+        if not isinstance(source, dict) or "armed" not in source:
+            continue
+        facts = ["%s=%s" % (key, md_escape(source[key])) for key in SOURCE_FACTS
+                 if source.get(key) is not None]
+        described.append("%s (%s)" % (md_escape(name), ", ".join(facts)))
+    lines = ["Sources: " + "; ".join(described) + "."] if described else []
+    step = (sources.get("clock") or {}).get("step") if isinstance(sources.get("clock"), dict) else None
+    if step:
+        lines.append("Clock: " + md_escape(step))
+    return lines
 
 
 def _host_lines(host, outcome):
@@ -138,12 +145,10 @@ def _host_lines(host, outcome):
         return lines
 
     signals = report.get("signals") or []
-    lines.append("Armed %s, collected %s; signals %s." % (
+    lines.append("Armed %s, collected %s; signal numbers %s." % (
         md_escape(report.get("armed_at")), md_escape(report.get("collected_at")),
         ", ".join(md_escape(number) for number in signals) or "none"))
-    sources = _sources_line(report.get("sources"))
-    if sources:
-        lines.append(sources)
+    lines += _sources_lines(report.get("sources"))
     lines.append("")
     kills = report.get("kills") or []
     if not kills:
