@@ -26,6 +26,8 @@ NEWTASK = "task_newtask"
 RENAME = "task_rename"
 MARK_VICTIM = "mark_victim"
 KILL_SYSCALLS = ("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+# Syscalls whose entry is evidence for how a signal came about: small writes (cgroup.kill) and CPU limits.
+EVIDENCE_SYSCALLS = ("write", "prlimit64", "setrlimit")
 
 # A record header: TASK-TID (TGID) [CPU] FLAGS SECONDS.MICROS: EVENT. The kernel prints TASK with "%16s" and a
 # task name has at most 15 bytes, so TASK is exactly 16 bytes in a well-formed line; matching starts at the "-"
@@ -191,7 +193,7 @@ PAYLOAD_PARSERS = {
 # How each event's name ends its record header: "name: payload", syscall entries "sys_kill(args)" and
 # syscall exits "sys_kill -> 0x0".
 _PARSERS_BY_BYTES = {(name + ": ").encode(): (name, parser) for name, parser in PAYLOAD_PARSERS.items()}
-for _name in KILL_SYSCALLS:
+for _name in KILL_SYSCALLS + EVIDENCE_SYSCALLS:
     PAYLOAD_PARSERS["sys_enter_" + _name] = parse_syscall_args
     PAYLOAD_PARSERS["sys_exit_" + _name] = parse_syscall_exit
     _PARSERS_BY_BYTES[("sys_%s(" % _name).encode()] = ("sys_enter_" + _name, parse_syscall_args)

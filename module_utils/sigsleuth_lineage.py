@@ -19,6 +19,14 @@ from ansible.module_utils.sigsleuth_procfs import START_TOLERANCE_NS
 CLONE_THREAD = 0x00010000
 SI_USER, SI_KERNEL, SI_QUEUE, SI_TKILL = 0, 0x80, -1, -6
 MAX_ANCESTRY = 512  # a guard against a corrupt cycle, far deeper than any real process tree
+RLIMIT_CPU, RLIMIT_RTTIME = 0, 15
+NO_LIMITS = frozenset()
+# cgroup.kill signals every member from inside one small write(2); the window bounds how long that may take.
+WRITE_WINDOW_NS = 1_000_000_000
+# The OOM killer marks its victim right after signalling it.
+OOM_MARK_WINDOW_NS = 1_000_000_000
+# Recently exited threads and small writes are only needed for microseconds: keep the newest few.
+RECENT_LIMIT = 4096
 
 RESULTS = {0: "delivered", 1: "ignored", 2: "already_pending", 3: "overflow_fail", 4: "lose_info"}
 
@@ -33,7 +41,8 @@ class Process:
 
     __slots__ = (
         "pid", "start_ns", "parent", "comm", "exe", "argv", "uid", "exit_ns", "exited", "source",
-        "known_since_ns", "live_children", "notes", "alive_confirmed", "ppid_hint", "facts_from",
+        "known_since_ns", "live_children", "notes", "alive_confirmed", "ppid_hint", "facts_from", "rlimits",
+        "ns_pid", "cgroup",
     )
 
     def __init__(self, pid, start_ns, parent, comm, exe, source, known_since_ns):
@@ -53,6 +62,9 @@ class Process:
         self.alive_confirmed = False
         self.ppid_hint = None  # the parent pid a snapshot reported, when that parent itself is unknown
         self.facts_from = {"comm": source, "exe": source}
+        self.rlimits = NO_LIMITS  # resource numbers of CPU-time limits set on it or inherited
+        self.ns_pid = None
+        self.cgroup = None
 
     def __repr__(self):
         return "Process(%d %r start=%s exited=%s)" % (self.pid, self.comm, self.start_ns, self.exited)
@@ -64,6 +76,7 @@ class Kill:
     __slots__ = (
         "ts_ns", "signal", "code", "errno", "result", "group", "sender", "sender_tid", "victim", "victim_tid",
         "chain", "mechanism", "origin", "evidence", "count", "syscall_args", "notes", "sender_identity",
+        "trigger", "oom",
     )
 
     def __init__(self, **fields):
@@ -100,7 +113,11 @@ class Lineage:
         for name in KILL_SYSCALLS:
             self._handlers["sys_enter_" + name] = self._syscall_enter_handler(name)
             self._handlers["sys_exit_" + name] = self._on_syscall_exit
-        self.oom_victims = {}     # pid -> details from oom:mark_victim
+        self.exited_tids = {}     # tid -> ts of its exit, the newest RECENT_LIMIT
+        self.in_small_write = {}  # tid -> ts of its last write(2) of at most 2 bytes (cgroup.kill takes "1")
+        self._handlers["sys_enter_write"] = self._on_small_write
+        self._handlers["sys_enter_prlimit64"] = self._on_prlimit
+        self._handlers["sys_enter_setrlimit"] = self._on_setrlimit
 
     # ------------------------------------------------------------ snapshot
 
@@ -112,6 +129,8 @@ class Lineage:
                            SOURCE_SNAPSHOT, self.snapshot_time_ns)
             proc.argv = entry.get("argv")
             proc.uid = entry.get("uid")
+            proc.ns_pid = entry.get("ns_pid")
+            proc.cgroup = entry.get("cgroup")
             proc.facts_from.update(argv=SOURCE_SNAPSHOT, uid=SOURCE_SNAPSHOT)
             self.by_pid[proc.pid] = proc
             for tid in entry.get("threads") or ():
@@ -168,6 +187,7 @@ class Lineage:
             return
         parent = self.process_of(parent_tid, tgid, ts)
         self.thread_group.pop(child, None)
+        self.exited_tids.pop(child, None)
         old = self.by_pid.get(child)
         if old is not None and old.source == SOURCE_SNAPSHOT and old.start_ns is not None \
                 and abs(old.start_ns - ts) <= START_TOLERANCE_NS and not old.exited:
@@ -188,6 +208,8 @@ class Lineage:
         proc = Process(child, ts, parent, parent.comm, parent.exe, SOURCE_TRACE, ts)
         proc.argv = parent.argv
         proc.uid = parent.uid
+        proc.rlimits = parent.rlimits
+        proc.cgroup = parent.cgroup
         proc.facts_from = {"comm": "inherited", "exe": "inherited", "argv": "inherited", "uid": "inherited"}
         parent.live_children += 1
         self.by_pid[child] = proc
@@ -222,6 +244,7 @@ class Lineage:
         if group_dead is None:
             group_dead = tid == (tgid if tgid is not None else self.thread_group.get(tid, tid))
         self.in_kill_syscall.pop(tid, None)
+        _remember(self.exited_tids, tid, ts)
         if not group_dead:
             self.thread_group.pop(tid, None)
             return
@@ -253,10 +276,34 @@ class Lineage:
     def _on_syscall_exit(self, ts, tid, tgid, fields):
         self.in_kill_syscall.pop(tid, None)
 
+    def _on_small_write(self, ts, tid, tgid, fields):
+        if fields.get("count", 3) <= 2:
+            _remember(self.in_small_write, tid, ts)
+
+    def _on_prlimit(self, ts, tid, tgid, fields):
+        if fields.get("new_rlim"):
+            target = fields.get("pid", 0)
+            proc = self.process_of(tid, tgid, ts) if target == 0 else self.process_of(target, None, ts)
+            self._set_limit(proc, fields.get("resource"))
+
+    def _on_setrlimit(self, ts, tid, tgid, fields):
+        self._set_limit(self.process_of(tid, tgid, ts), fields.get("resource"))
+
+    @staticmethod
+    def _set_limit(proc, resource):
+        if resource in (RLIMIT_CPU, RLIMIT_RTTIME):
+            proc.rlimits = proc.rlimits | {resource}
+
     def _on_mark_victim(self, ts, tid, tgid, fields):
+        """The OOM killer marks its victim right after sending SIGKILL: turn that kill into an oom_kill."""
         pid, comm, total_vm, anon, file_rss, shmem, uid = fields
-        self.oom_victims[pid] = {"ts_ns": ts, "comm": comm, "total_vm_kb": total_vm, "anon_rss_kb": anon,
-                                 "file_rss_kb": file_rss, "shmem_rss_kb": shmem, "uid": uid}
+        for kill in reversed(self.kills[-64:]):
+            if kill.victim.pid == pid and kill.origin == "kernel" and ts - kill.ts_ns <= OOM_MARK_WINDOW_NS:
+                kill.mechanism = "oom_kill"
+                kill.evidence.append("ftrace:mark_victim")
+                kill.oom = {"total_vm_kb": total_vm, "anon_rss_kb": anon, "file_rss_kb": file_rss,
+                            "shmem_rss_kb": shmem, "uid": uid, "cgroup": kill.victim.cgroup}
+                return
 
     def _on_signal(self, ts, tid, tgid, fields):
         sig, errno, code, _comm, target_tid, group, result = fields
@@ -270,32 +317,74 @@ class Lineage:
             # A send to a victim that is already dying or has it pending folds into the first record.
             previous.count += 1
             return
-        evidence = ["ftrace:signal_generate"]
-        syscall = self.in_kill_syscall.get(tid)
-        syscall_args = None
-        if code == SI_KERNEL:
-            origin, mechanism, sender, sender_tid = "kernel", "unknown", None, None
-        else:
-            origin = "user"
-            sender = self.process_of(tid, tgid, ts)
-            sender_tid = tid
-            mechanism = "unknown"
-            if syscall is not None and syscall[1].get("sig") == sig:
-                mechanism = "kill" if syscall[0] in KILL_SYSCALLS else "unknown"
-                syscall_args = dict(syscall[1], syscall=syscall[0])
-                evidence.append("ftrace:sys_enter_" + syscall[0])
-        chain = []
-        proc = sender.parent if sender is not None else None
-        seen = set()
-        while proc is not None and len(chain) < MAX_ANCESTRY and id(proc) not in seen:
-            seen.add(id(proc))
-            chain.append((proc, proc.comm, proc.exe, proc.argv))
-            proc = proc.parent
+        current = self.process_of(tid, tgid, ts)
         kill = Kill(ts_ns=ts, signal=sig, code=code, errno=errno, result=result, group=group,
-                    sender=sender, sender_tid=sender_tid, victim=victim, victim_tid=target_tid,
-                    chain=chain, mechanism=mechanism, origin=origin, evidence=evidence, count=1,
-                    syscall_args=syscall_args, notes=[],
-                    sender_identity=None if sender is None else (sender.comm, sender.exe, sender.argv))
+                    victim=victim, victim_tid=target_tid, count=1, notes=[], evidence=["ftrace:signal_generate"],
+                    chain=[], trigger=None, oom=None)
+        self._classify(kill, ts, tid, current)
+        if kill.sender is not None:
+            proc = kill.sender.parent
+            seen = set()
+            while proc is not None and len(kill.chain) < MAX_ANCESTRY and id(proc) not in seen:
+                seen.add(id(proc))
+                kill.chain.append((proc, proc.comm, proc.exe, proc.argv))
+                proc = proc.parent
+            kill.sender_identity = (kill.sender.comm, kill.sender.exe, kill.sender.argv)
         self.kills.append(kill)
         self._last_kill[fold_key] = kill
 
+    def _classify(self, kill, ts, tid, current):
+        """Decide origin, mechanism and sender from the evidence around one signal_generate.
+
+        signal_generate alone cannot tell kill(), cgroup.kill and a parent-death signal apart (all SI_USER
+        with the sender as current), so the syscall and exit events around it decide.
+        """
+        sig, code = kill.signal, kill.code
+        syscall = self.in_kill_syscall.get(tid)
+        if syscall is not None and syscall[1].get("sig") == sig:
+            kill.origin, kill.mechanism = "user", syscall[0]
+            kill.sender, kill.sender_tid = current, tid
+            kill.syscall_args = dict(syscall[1], syscall=syscall[0])
+            kill.evidence.append("ftrace:sys_enter_" + syscall[0])
+        elif code == SI_KERNEL:
+            kill.origin, kill.mechanism, kill.sender, kill.sender_tid = "kernel", "kernel", None, None
+            kill.trigger = (current, tid)
+            limit = _rlimit_mechanism(kill.victim) if current is kill.victim else None
+            if limit is not None:
+                kill.mechanism = limit
+                kill.evidence.append("ftrace:sys_enter_prlimit64/setrlimit")
+        elif code == SI_USER and tid in self.exited_tids:
+            # The kernel sends a parent-death signal from the exit path of the parent *thread*.
+            kill.origin, kill.mechanism = "kernel", "pdeath_signal"
+            kill.sender, kill.sender_tid = current, tid
+            kill.evidence.append("ftrace:sched_process_exit")
+        elif code == SI_USER and tid in self.in_small_write and ts - self.in_small_write[tid] <= WRITE_WINDOW_NS:
+            kill.origin, kill.mechanism = "user", "cgroup_kill"
+            kill.sender, kill.sender_tid = current, tid
+            kill.evidence.append("ftrace:sys_enter_write")
+        else:
+            kill.origin, kill.mechanism = "user", "unknown"
+            kill.sender, kill.sender_tid = current, tid
+            if code in (SI_TKILL, SI_QUEUE):
+                kill.notes.append("si_code %d means a %s, but the syscall entry was not traced"
+                                  % (code, "tkill/tgkill" if code == SI_TKILL else "sigqueue-family syscall"))
+            else:
+                kill.notes.append("the sending mechanism could not be determined: no kill-family syscall, "
+                                  "write or exit of the sender was seen around it")
+
+
+def _rlimit_mechanism(victim):
+    """rlimit_cpu / rlimit_rttime when a CPU-time limit was set on the victim or inherited by it."""
+    if RLIMIT_CPU in victim.rlimits:
+        return "rlimit_cpu"
+    if RLIMIT_RTTIME in victim.rlimits:
+        return "rlimit_rttime"
+    return None
+
+
+def _remember(recent, key, value):
+    """Insert into a dict that keeps only its newest RECENT_LIMIT entries."""
+    recent.pop(key, None)
+    recent[key] = value
+    if len(recent) > RECENT_LIMIT:
+        del recent[next(iter(recent))]

@@ -62,12 +62,13 @@ def read_process(pid, proc=PROC):
         exe = None  # kernel threads, or a process we may not inspect
     cmdline = _read_bytes(base + "/cmdline")
     argv = [decode_name(arg) for arg in cmdline.split(b"\0")[:-1]] if cmdline else None
-    uid = None
+    uid = ns_pid = None
     status = _read_bytes(base + "/status") or b""
     for line in status.splitlines():
         if line.startswith(b"Uid:"):
             uid = int(line.split()[1])
-            break
+        elif line.startswith(b"NSpid:"):
+            ns_pid = int(line.split()[-1])  # as seen inside its own (innermost) pid namespace
     try:
         threads = sorted(int(tid) for tid in os.listdir(base + "/task"))
     except OSError:
@@ -82,7 +83,23 @@ def read_process(pid, proc=PROC):
         "argv": argv,
         "uid": uid,
         "threads": threads,
+        "ns_pid": ns_pid,
+        "cgroup": read_cgroup(base),
     }
+
+
+def read_cgroup(base):
+    """The cgroup v2 path of a process, else its v1 memory cgroup path; None when unknown."""
+    raw = _read_bytes(base + "/cgroup") or b""
+    memory = None
+    for line in raw.splitlines():
+        hierarchy, _, rest = line.partition(b":")
+        controllers, _, path = rest.partition(b":")
+        if hierarchy == b"0" and controllers == b"":
+            return decode_name(path)
+        if b"memory" in controllers.split(b","):
+            memory = decode_name(path)
+    return memory
 
 
 def iter_processes(proc=PROC):

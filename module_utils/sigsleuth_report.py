@@ -7,6 +7,8 @@ SCHEMA_VERSION follows semver: a minor bump adds optional fields, a major bump w
 
 from __future__ import annotations
 
+import re
+
 from ansible.module_utils.sigsleuth_common import iso_utc, signal_name
 from ansible.module_utils.sigsleuth_lineage import RESULTS, SOURCE_UNSEEN
 
@@ -40,7 +42,12 @@ def process_dict(proc, clock, identity=None, tid=None):
         "source": proc.source,
         "facts_from": {},
         "notes": list(proc.notes),
+        "ns_pid": proc.ns_pid,
+        "cgroup": proc.cgroup,
     }
+    container = container_id(proc.cgroup)
+    if container:
+        entry["container_id"] = container
     entry["facts_from"] = {key: source for key, source in proc.facts_from.items()
                            if source and entry.get(key) is not None}
     if tid is not None:
@@ -71,7 +78,22 @@ def kill_dict(kill, clock, loss):
     }
     if kill.syscall_args is not None:
         record["syscall"] = dict(kill.syscall_args)
+    if kill.trigger is not None:
+        record["trigger"] = process_dict(kill.trigger[0], clock, tid=kill.trigger[1])
+    if kill.oom is not None:
+        record["oom"] = dict(kill.oom)
     return record
+
+
+_CONTAINER_ID = re.compile(r"(?:docker|cri-containerd|crio|libpod|containerd)[-/:]([0-9a-f]{64})|/([0-9a-f]{64})(?:\.scope)?$")
+
+
+def container_id(cgroup):
+    """The 64-hex container id in a docker/containerd/cri-o/podman cgroup path, when there is one."""
+    if not cgroup:
+        return None
+    m = _CONTAINER_ID.search(cgroup)
+    return (m.group(1) or m.group(2)) if m else None
 
 
 def chain_gaps(kill, loss, clock):
@@ -86,8 +108,6 @@ def chain_gaps(kill, loss, clock):
         elif top.parent is None and top.pid != 1 and top.ppid_hint:
             gaps.append("the chain stops at pid %d (%s): its parent pid %d at arm time was not in the snapshot"
                         % (top.pid, top.comm, top.ppid_hint))
-    if kill.origin == "user" and kill.mechanism == "unknown":
-        gaps.append("the sending mechanism could not be determined: no kill-family syscall was seen around it")
     if loss.until_ns is not None:
         for proc in [kill.victim] + members:
             if proc.known_since_ns is not None and proc.known_since_ns <= loss.until_ns \

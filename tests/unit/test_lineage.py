@@ -159,3 +159,56 @@ def test_captured_fixture_end_to_end():
     assert threaded.sender_tid != threaded.sender.pid        # a python thread sent it
     assert threaded.sender_identity[0] == "a pid=7 grp=0 r"  # a hostile name stays data
     assert threaded.victim.pid == int(truth["victim3"])
+
+
+def signal(ts, current, victim, code=0, sig=9, tgid=None):
+    return [("signal_generate", ts, 0, current, tgid or current, (sig, 0, code, "v", victim, 1, 0))]
+
+
+def test_mechanism_is_the_syscall_seen_around_the_send():
+    events = fork(1 * S, 1, 10) + fork(1 * S, 1, 20)
+    events += [("sys_enter_tgkill", 2 * S, 0, 20, 20, {"tgid": 10, "pid": 10, "sig": 9})]
+    events += signal(2 * S, 20, 10, code=-6)
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert (k.mechanism, k.origin, k.sender.pid) == ("tgkill", "user", 20)
+    assert k.syscall_args["syscall"] == "tgkill"
+
+
+def test_parent_death_signal_is_sent_by_the_exiting_parent():
+    events = fork(1 * S, 1, 10) + fork(2 * S, 10, 11) + exit_(3 * S, 10) + signal(3 * S + 1, 10, 11)
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert (k.mechanism, k.origin, k.sender.pid) == ("pdeath_signal", "kernel", 10)
+
+
+def test_reused_tid_is_not_a_parent_death():
+    events = fork(1 * S, 1, 10) + exit_(2 * S, 10) + fork(3 * S, 1, 10) + fork(3 * S, 1, 11) + signal(4 * S, 10, 11)
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert k.mechanism == "unknown"
+
+
+def test_cgroup_kill_is_a_small_write_that_signals():
+    events = fork(1 * S, 1, 10) + fork(1 * S, 1, 20)
+    events += [("sys_enter_write", 2 * S, 0, 20, 20, {"fd": 3, "buf": 1, "count": 2})] + signal(2 * S + 5, 20, 10)
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert (k.mechanism, k.origin, k.sender.pid) == ("cgroup_kill", "user", 20)
+
+
+def test_oom_kill_names_the_trigger_never_a_sender():
+    events = fork(1 * S, 1, 10) + fork(1 * S, 1, 20) + signal(2 * S, 20, 10, code=128)
+    events += [("mark_victim", 2 * S + 10, 0, 20, 20, (10, "hog", 100, 90, 5, 0, 0))]
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert (k.mechanism, k.origin, k.sender) == ("oom_kill", "kernel", None)
+    assert k.trigger[0].pid == 20 and k.oom["anon_rss_kb"] == 90
+
+
+def test_cpu_rlimit_inherited_through_fork():
+    events = fork(1 * S, 1, 10) + [("sys_enter_prlimit64", 2 * S, 0, 10, 10, {"pid": 0, "resource": 0, "new_rlim": 1})]
+    events += fork(3 * S, 10, 11) + signal(4 * S, 11, 11, code=128)
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert (k.mechanism, k.origin, k.sender) == ("rlimit_cpu", "kernel", None)
+
+
+def test_kernel_send_without_evidence_stays_generic():
+    events = fork(1 * S, 1, 10) + signal(2 * S, 10, 10, code=128)
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert (k.mechanism, k.origin) == ("kernel", "kernel")
