@@ -1,0 +1,112 @@
+"""Shared machinery for the integration tests: they arm this very machine, stage real kills and check the report.
+
+Everything here is real: the playbooks run with the project's .venv ansible-playbook from the project root
+against the default inventory (this machine over the local connection), and the kills are staged by
+playbooks/files/sigsleuth_scenarios.py, which records the ground truth.
+
+* `armed_lock()` (tests/lock.py) is held per test module for the module's whole duration, so no two arming
+  test runs overlap (a session-wide hold would deadlock other modules that take the lock themselves).
+* Every fixture cleans up in a finalizer, even when the test fails: scenarios are stopped and reaped, the
+  host is disarmed, and `host_baseline` checks that nothing is left behind.
+"""
+
+import json
+import os
+
+import pytest
+
+from sigsleuth_support import (
+    INVENTORY_HOST, SCHEMA_PATH, STATE_DIR, PlaybookRun, StagedScenario, assert_no_residue, disarm_quietly,
+    host_snapshot, run_playbook, signals_extra_vars,
+)
+from tests.lock import armed_lock
+
+
+@pytest.fixture(scope="module")
+def arm_lock():
+    """Exclusive use of tracing and audit on this machine for the whole test module."""
+    with armed_lock():
+        yield
+
+
+@pytest.fixture(scope="module")
+def host_baseline(arm_lock):
+    """How the host looked before this module armed anything; checked again when the module ends."""
+    if os.geteuid() != 0:
+        pytest.skip("integration tests arm this machine: run them as root")
+    state = host_snapshot()
+    assert not os.path.exists(STATE_DIR), (
+        "%s exists before the tests ran: a previous run did not disarm (run playbooks/disarm.yml)" % STATE_DIR)
+    yield state
+    assert_no_residue(state, "at the end of the module")
+
+
+@pytest.fixture
+def scenarios(tmp_path):
+    """Factory: scenarios("seed", "now") stages a scenario; all are stopped and reaped after the test."""
+    staged = []
+
+    def start(name, reap="now", storm=None):
+        scenario = StagedScenario(name, reap, str(tmp_path), storm=storm)
+        staged.append(scenario)
+        return scenario
+
+    yield start
+    errors = []
+    for scenario in reversed(staged):
+        try:
+            scenario.stop()
+        except AssertionError as exc:
+            errors.append(str(exc))
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture
+def armed(host_baseline):
+    """Factory: armed(["KILL", "TERM"]) runs playbooks/arm.yml; the host is disarmed after the test,
+    and then checked to be exactly as the module found it."""
+    state = {"armed": False}
+
+    def arm(signals=("KILL",), *extra):
+        state["armed"] = True
+        return run_playbook("arm.yml", *(signals_extra_vars(signals) + list(extra)))
+
+    yield arm
+    if state["armed"]:
+        result = disarm_quietly()
+        assert isinstance(result, PlaybookRun) and result.rc == 0, "disarm failed:\n%s" % (
+            result.output() if isinstance(result, PlaybookRun) else result)
+        assert_no_residue(host_baseline, "after disarm")
+
+
+@pytest.fixture(scope="module")
+def report_schema():
+    import jsonschema
+
+    with open(SCHEMA_PATH) as handle:
+        schema = json.load(handle)
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+@pytest.fixture
+def collect(tmp_path, report_schema):
+    """collect() runs playbooks/collect.yml into a temp report dir; returns the schema-valid report dict."""
+
+    def run(*extra):
+        report_dir = tmp_path / "reports"
+        run = run_playbook("collect.yml", "-e", "sigsleuth_report_dir=%s" % report_dir, *extra)
+        path = report_dir / INVENTORY_HOST / "report.json"
+        assert path.is_file(), "collect wrote no %s\n%s" % (path, run.output())
+        assert (report_dir / "summary.md").is_file(), "collect wrote no summary.md"
+        assert oct(path.stat().st_mode & 0o777) == oct(0o600), "report.json is not 0600"
+        assert oct((report_dir / INVENTORY_HOST).stat().st_mode & 0o777) == oct(0o700), "host dir is not 0700"
+        with open(path) as handle:
+            report = json.load(handle)
+        errors = sorted(report_schema.iter_errors(report), key=lambda e: list(e.absolute_path))
+        assert not errors, "report.json does not match the schema:\n" + "\n".join(
+            "%s: %s" % ("/".join(str(p) for p in error.absolute_path), error.message) for error in errors[:20])
+        return report
+
+    return run
