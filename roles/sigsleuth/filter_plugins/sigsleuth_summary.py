@@ -122,7 +122,7 @@ def _sources_lines(sources):
     for name, source in sources.items():
         if not isinstance(source, dict) or "armed" not in source:
             continue
-        facts = ["%s=%s" % (key, md_escape(source[key])) for key in SOURCE_FACTS
+        facts = ["%s %s" % (key.replace("_", " "), md_escape(source[key])) for key in SOURCE_FACTS
                  if source.get(key) is not None]
         described.append("%s (%s)" % (md_escape(name), ", ".join(facts)))
     lines = ["Sources: " + "; ".join(described) + "."] if described else []
