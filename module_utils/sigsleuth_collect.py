@@ -8,9 +8,11 @@ import os
 import socket
 import time
 
+from ansible.module_utils.sigsleuth_audit import AuditError, AuditStats, audit_status, iter_audit_events
 from ansible.module_utils.sigsleuth_common import StateStore, clock_offset_ns, iso_utc
 from ansible.module_utils.sigsleuth_ftrace import TraceStats, iter_events
 from ansible.module_utils.sigsleuth_lineage import Lineage
+from ansible.module_utils.sigsleuth_merge import enrich_with_audit, feed_audit_lineage
 from ansible.module_utils.sigsleuth_procfs import PROC, START_TOLERANCE_NS, iter_snapshot, read_process
 from ansible.module_utils.sigsleuth_report import Clock, build_report
 from ansible.module_utils.sigsleuth_tracefs import read_loss_counters
@@ -25,6 +27,7 @@ class Loss:
     def __init__(self):
         self.until_ns = None
         self.reasons = []
+        self.audit_notes = []  # audit loss applies to every kill: its records carry no per-CPU window
 
     def add(self, until_ns, reason):
         if until_ns is not None and (self.until_ns is None or until_ns > self.until_ns):
@@ -35,8 +38,11 @@ class Loss:
         return "; ".join(self.reasons) if self.reasons else "no loss"
 
 
-def collect(state_dir, host=None, proc=PROC, trace_file=None):
-    """Return the report dict for this host. `trace_file` overrides the instance's trace (tests, replays)."""
+def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, audit_run=None):
+    """Return the report dict for this host.
+
+    `trace_file` and `audit_log` override the live trace instance and the armed audit log (replays, tests).
+    """
     store = StateStore(state_dir)
     state = store.load()
     collected_at_ns = time.time_ns()
@@ -44,33 +50,72 @@ def collect(state_dir, host=None, proc=PROC, trace_file=None):
     sources = {}
     stale = store.is_stale(state)
     ftrace = None if stale else state.get("ftrace")
+    audit = None if stale else state.get("audit")
     snapshot = None if stale else state.get("snapshot")
     offset_now = clock_offset_ns()
-    if ftrace is None:
+    if ftrace is None and audit is None:
         reason = ("the host rebooted since arming: the trace buffer and the process table died with it"
-                  if stale else "ftrace is not armed on this host (run playbooks/arm.yml first)")
+                  if stale else "sigsleuth is not armed on this host (run playbooks/arm.yml first)")
         sources["ftrace"] = {"armed": False, "reason": reason}
+        sources["audit"] = {"armed": False, "reason": reason}
         return build_report(host, None, collected_at_ns, (), sources, [], Clock(offset_now), Loss())
 
-    offset_arm = ftrace.get("clock_offset_ns", offset_now)
+    offset_arm = (ftrace or {}).get("clock_offset_ns") or (audit or {}).get("clock_offset_ns") or offset_now
     clock = Clock(offset_arm)
-    signals = ftrace.get("signals") or [9]
-    instance = os.path.join(ftrace["tracefs"], "instances", ftrace["instance"])
+    signals = (ftrace or audit).get("signals") or [9]
     loss = Loss()
-
     lineage = Lineage(signals, snapshot_time_ns=_boot_ns(snapshot and snapshot.get("taken_at_ns"), offset_arm))
-    snapshot_source = {"armed": snapshot is not None}
-    if snapshot is not None:
-        try:
-            lineage.add_snapshot(iter_snapshot(snapshot["path"]))
-            snapshot_source.update(taken_at=iso_utc(snapshot.get("taken_at_ns")), processes=snapshot.get("count"))
-        except OSError as exc:
-            snapshot_source.update(error="cannot read the snapshot: %s" % exc)
-    sources["snapshot"] = snapshot_source
+    sources["snapshot"] = _read_snapshot(lineage, snapshot)
+    traced = False
+    if ftrace is not None:
+        sources["ftrace"] = _read_trace(lineage, ftrace, clock, loss, trace_file)
+        traced = "error" not in sources["ftrace"]
+    else:
+        sources["ftrace"] = {"armed": False, "reason": "not armed (sigsleuth_sources leaves ftrace out, or "
+                                                      "tracefs was not usable on this host)"}
+    if audit is not None:
+        sources["audit"] = _read_audit(lineage, audit, offset_arm, loss, traced, audit_log, audit_run)
+    else:
+        sources["audit"] = {"armed": False, "reason": "not armed"}
 
+    clock_note = None
+    step = offset_now - offset_arm
+    if abs(step) > CLOCK_STEP_NS:
+        clock_note = ("the wall clock was stepped by %+.6f s between arm and collect; times use the arm-time "
+                      "offset and may be off by up to that much" % (step / 1e9))
+    sources["clock"] = {"trace_clock": (ftrace or {}).get("clock"), "offset_at_arm_ns": offset_arm,
+                        "offset_at_collect_ns": offset_now, "step": clock_note}
+
+    confirm_live_processes(lineage, proc)
+    for kill in lineage.kills:
+        if clock_note:
+            kill.notes.append(clock_note)
+        kill.notes.extend(loss.audit_notes)
+    armed_times = [v for v in ((ftrace or {}).get("armed_at_ns"), (audit or {}).get("armed_at_ns"),
+                               (snapshot or {}).get("taken_at_ns")) if v]
+    armed_at_ns = min(armed_times) if armed_times else None
+    return build_report(host, armed_at_ns, collected_at_ns, signals, sources, lineage.kills, clock, loss)
+
+
+def _read_snapshot(lineage, snapshot):
+    source = {"armed": snapshot is not None}
+    if snapshot is None:
+        source["reason"] = "no arm-time process snapshot was taken"
+        return source
+    try:
+        lineage.add_snapshot(iter_snapshot(snapshot["path"]))
+        source.update(taken_at=iso_utc(snapshot.get("taken_at_ns")), processes=snapshot.get("count"))
+    except OSError as exc:
+        source["error"] = "cannot read the snapshot: %s" % exc
+    return source
+
+
+def _read_trace(lineage, ftrace, clock, loss, trace_file):
+    """Stream the instance's trace into the lineage; returns the ftrace source entry of the report."""
+    instance = os.path.join(ftrace["tracefs"], "instances", ftrace["instance"])
     per_cpu = read_loss_counters(instance) if trace_file is None else {}
     stats = TraceStats()
-    ftrace_source = {
+    source = {
         "armed": True,
         "instance": ftrace["instance"],
         "clock": ftrace.get("clock"),
@@ -83,14 +128,14 @@ def collect(state_dir, host=None, proc=PROC, trace_file=None):
             for event in iter_events(stream, stats):
                 lineage.feed(event)
     except OSError as exc:
-        ftrace_source["error"] = "cannot read %s: %s" % (path, exc)
+        source["error"] = "cannot read %s: %s" % (path, exc)
         loss.add(None, "the trace could not be read")
 
-    ftrace_source.update(stats.as_dict())
-    ftrace_source["per_cpu"] = {}
+    source.update(stats.as_dict())
+    source["per_cpu"] = {}
     for cpu, counters in per_cpu.items():
         oldest = counters.get("oldest_event_ts_ns")
-        ftrace_source["per_cpu"][str(cpu)] = {
+        source["per_cpu"][str(cpu)] = {
             "entries": counters.get("entries"),
             "overrun": counters.get("overrun", 0),
             "commit_overrun": counters.get("commit_overrun", 0),
@@ -105,25 +150,49 @@ def collect(state_dir, host=None, proc=PROC, trace_file=None):
                      % (cpu, overrun, dropped, clock.iso(until) or "an unknown time"))
     for cpu, count, ts in stats.lost_markers:
         loss.add(ts, "CPU %d reported %d lost events at %s" % (cpu, count, clock.iso(ts) or "an unknown time"))
-    first = [ts for ts in stats.first_ts_per_cpu.values()]
-    ftrace_source["oldest_event_time"] = clock.iso(min(first)) if first else None
-    ftrace_source["loss"] = loss.describe() if loss.reasons else None
-    sources["ftrace"] = ftrace_source
+    first = list(stats.first_ts_per_cpu.values())
+    source["oldest_event_time"] = clock.iso(min(first)) if first else None
+    source["loss"] = loss.describe() if loss.reasons else None
+    return source
 
-    clock_note = None
-    step = offset_now - offset_arm
-    if abs(step) > CLOCK_STEP_NS:
-        clock_note = ("the wall clock was stepped by %+.6f s between arm and collect; times use the arm-time "
-                      "offset and may be off by up to that much" % (step / 1e9))
-    sources["clock"] = {"trace_clock": ftrace.get("clock"), "offset_at_arm_ns": offset_arm,
-                        "offset_at_collect_ns": offset_now, "step": clock_note}
 
-    confirm_live_processes(lineage, proc)
-    for kill in lineage.kills:
-        if clock_note:
-            kill.notes.append(clock_note)
-    armed_at_ns = min(v for v in (ftrace.get("armed_at_ns"), (snapshot or {}).get("taken_at_ns")) if v)
-    return build_report(host, armed_at_ns, collected_at_ns, signals, sources, lineage.kills, clock, loss)
+def _read_audit(lineage, audit, offset_arm, loss, traced, audit_log, run):
+    """Stream the audit log: enrich the traced kills, or (no usable trace) build the lineage from it."""
+    source = {"armed": True, "mode": "enrich" if traced else "lineage", "log_file": audit.get("log_file"),
+              "rules": len(audit.get("rules") or ()), "lost_at_arm": audit.get("lost_at_arm"),
+              "backlog_at_arm": audit.get("backlog_at_arm")}
+    status_kwargs = {} if run is None else {"run": run}
+    try:
+        status = audit_status(**status_kwargs)
+        source.update(lost_at_collect=status.get("lost"), backlog_at_collect=status.get("backlog"),
+                      enabled=status.get("enabled"))
+    except (AuditError, OSError) as exc:
+        source["status_error"] = "cannot read the audit status: %s" % exc
+        status = {}
+    stats = AuditStats()
+    events = iter_audit_events(audit_log or audit.get("log_file"), since_ns=audit.get("armed_at_ns"), stats=stats)
+    try:
+        if traced:
+            source["kills_only_audit_saw"] = enrich_with_audit(lineage, events, offset_arm)
+        else:
+            feed_audit_lineage(lineage, events, offset_arm)
+    except (OSError, ValueError) as exc:
+        stats.errors.append("reading the audit log failed: %s" % exc)
+    source.update(stats.as_dict())
+    source["events_read"] = stats.events
+    source["lines_skipped"] = stats.malformed_lines + stats.truncated_lines
+    source["oldest_event_time"] = iso_utc(stats.earliest_ns)
+    problems = list(stats.errors)
+    lost_before, lost_now = audit.get("lost_at_arm"), status.get("lost")
+    if isinstance(lost_before, int) and isinstance(lost_now, int) and lost_now > lost_before:
+        problems.append("the kernel lost %d audit records since arming (backlog full or rate limit)"
+                        % (lost_now - lost_before))
+    if stats.covers_since is False:
+        problems.append("audit.log rotation discarded records written since arming (the oldest record left is "
+                        "from %s, after the arm time)" % iso_utc(stats.earliest_ns))
+    source["loss"] = "; ".join(problems) if problems else None
+    loss.audit_notes.extend("audit: " + problem for problem in problems)
+    return source
 
 
 def confirm_live_processes(lineage, proc=PROC):

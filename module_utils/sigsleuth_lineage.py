@@ -27,12 +27,16 @@ WRITE_WINDOW_NS = 1_000_000_000
 OOM_MARK_WINDOW_NS = 1_000_000_000
 # Recently exited threads and small writes are only needed for microseconds: keep the newest few.
 RECENT_LIMIT = 4096
+# Audit stamps come from a coarse clock taken at syscall entry: a process seen exec'ing this long before its
+# parent's fork (vfork) returned is still the forked one.
+SAME_PROCESS_SLACK_NS = 50_000_000
 
 RESULTS = {0: "delivered", 1: "ignored", 2: "already_pending", 3: "overflow_fail", 4: "lose_info"}
 
 # How a process came to be known, in order of trust.
 SOURCE_TRACE = "ftrace"       # its fork was traced
 SOURCE_SNAPSHOT = "snapshot"  # it was in the arm-time process table
+SOURCE_AUDIT = "audit"        # its fork was audited (audit-only mode)
 SOURCE_UNSEEN = "unseen"      # it acted in the trace, but neither its fork nor a snapshot entry is known
 
 
@@ -42,7 +46,7 @@ class Process:
     __slots__ = (
         "pid", "start_ns", "parent", "comm", "exe", "argv", "uid", "exit_ns", "exited", "source",
         "known_since_ns", "live_children", "notes", "alive_confirmed", "ppid_hint", "facts_from", "rlimits",
-        "ns_pid", "cgroup",
+        "ns_pid", "cgroup", "extra",
     )
 
     def __init__(self, pid, start_ns, parent, comm, exe, source, known_since_ns):
@@ -65,6 +69,7 @@ class Process:
         self.rlimits = NO_LIMITS  # resource numbers of CPU-time limits set on it or inherited
         self.ns_pid = None
         self.cgroup = None
+        self.extra = {}  # identity facts only audit knows: auid, euid, ses, tty, cwd
 
     def __repr__(self):
         return "Process(%d %r start=%s exited=%s)" % (self.pid, self.comm, self.start_ns, self.exited)
@@ -76,7 +81,7 @@ class Kill:
     __slots__ = (
         "ts_ns", "signal", "code", "errno", "result", "group", "sender", "sender_tid", "victim", "victim_tid",
         "chain", "mechanism", "origin", "evidence", "count", "syscall_args", "notes", "sender_identity",
-        "trigger", "oom",
+        "trigger", "oom", "audit", "audit_facts",
     )
 
     def __init__(self, **fields):
@@ -182,30 +187,35 @@ class Lineage:
     def _on_fork(self, ts, tid, tgid, fields):
         parent_tid, child = fields
         flags = self.clone_flags.pop(child, None)
-        if flags is not None and flags & CLONE_THREAD:
-            self.thread_group[child] = tgid if tgid is not None else self.thread_group.get(parent_tid, parent_tid)
-            return
-        parent = self.process_of(parent_tid, tgid, ts)
+        self.fork(ts, parent_tid, tgid, child, thread=None if flags is None else bool(flags & CLONE_THREAD))
+
+    def fork(self, ts, parent_tid, parent_tgid, child, thread=None, source=SOURCE_TRACE):
+        """parent_tid created child at ts; thread=None when the clone flags are unknown (a process is assumed)."""
+        if thread:
+            self.thread_group[child] = parent_tgid if parent_tgid is not None \
+                else self.thread_group.get(parent_tid, parent_tid)
+            return None
+        parent = self.process_of(parent_tid, parent_tgid, ts)
         self.thread_group.pop(child, None)
         self.exited_tids.pop(child, None)
         old = self.by_pid.get(child)
-        if old is not None and old.source == SOURCE_SNAPSHOT and old.start_ns is not None \
-                and abs(old.start_ns - ts) <= START_TOLERANCE_NS and not old.exited:
-            # Forked between enabling the trace and taking the snapshot: the same process, now exact.
+        if old is not None and not old.exited and self._same_as_forked(old, ts, source):
+            # Known already: forked between enabling the trace and taking the snapshot, or (audit) seen
+            # exec'ing before its parent's vfork returned. The same process; the fork is the better witness.
             old.start_ns = ts
             old.known_since_ns = ts
-            old.source = SOURCE_TRACE
+            old.source = source
             if old.parent is not parent:
                 if old.parent is not None:
                     old.parent.live_children -= 1
                 old.parent = parent
                 parent.live_children += 1
-            return
+            return old
         if old is not None and not old.exited:
             old.exited = True
             old.notes.append("its exit was not seen; pid %d was reused by a fork at boot+%.6fs" % (child, ts / 1e9))
             self._forget(old)
-        proc = Process(child, ts, parent, parent.comm, parent.exe, SOURCE_TRACE, ts)
+        proc = Process(child, ts, parent, parent.comm, parent.exe, source, ts)
         proc.argv = parent.argv
         proc.uid = parent.uid
         proc.rlimits = parent.rlimits
@@ -213,18 +223,35 @@ class Lineage:
         proc.facts_from = {"comm": "inherited", "exe": "inherited", "argv": "inherited", "uid": "inherited"}
         parent.live_children += 1
         self.by_pid[child] = proc
+        return proc
+
+    @staticmethod
+    def _same_as_forked(old, ts, source):
+        if old.source == SOURCE_SNAPSHOT:
+            return old.start_ns is not None and abs(old.start_ns - ts) <= START_TOLERANCE_NS
+        # The trace is in time order, so only audit (stamped at syscall entry) can show a child first.
+        slack = SAME_PROCESS_SLACK_NS if source == SOURCE_AUDIT else 0
+        return old.source == SOURCE_UNSEEN and old.known_since_ns is not None \
+            and old.known_since_ns >= ts - slack
 
     def _on_exec(self, ts, tid, tgid, fields):
         filename, pid, old_pid = fields
         if old_pid != pid:
             self.thread_group.pop(old_pid, None)  # a non-leader thread exec'd and took over the leader's pid
+        self.exec(ts, pid, filename)
+
+    def exec(self, ts, pid, filename, source=SOURCE_TRACE, comm=None, argv=None):
+        """pid exec'd filename at ts; returns the process."""
         proc = self.process_of(pid, pid, ts)
         proc.exe = filename
-        # The kernel names the task after the last path component of the exec'd file, cut to 15 bytes.
-        base = filename.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[:15]
-        proc.comm = base.decode("utf-8", "backslashreplace")
-        proc.argv = None
-        proc.facts_from = dict(proc.facts_from, comm=SOURCE_TRACE, exe=SOURCE_TRACE, argv=None)
+        if comm is None:
+            # The kernel names the task after the last path component of the exec'd file, cut to 15 bytes.
+            base = filename.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[:15]
+            comm = base.decode("utf-8", "backslashreplace")
+        proc.comm = comm
+        proc.argv = argv
+        proc.facts_from = dict(proc.facts_from, comm=source, exe=source, argv=source if argv is not None else None)
+        return proc
 
     def _on_rename(self, ts, tid, tgid, fields):
         _tid, candidates = fields
@@ -322,6 +349,11 @@ class Lineage:
                     victim=victim, victim_tid=target_tid, count=1, notes=[], evidence=["ftrace:signal_generate"],
                     chain=[], trigger=None, oom=None)
         self._classify(kill, ts, tid, current)
+        self.record_kill(kill)
+        self._last_kill[fold_key] = kill
+
+    def record_kill(self, kill):
+        """Keep a kill with its sender's identity and ancestry as they are at this moment."""
         if kill.sender is not None:
             proc = kill.sender.parent
             seen = set()
@@ -331,7 +363,6 @@ class Lineage:
                 proc = proc.parent
             kill.sender_identity = (kill.sender.comm, kill.sender.exe, kill.sender.argv)
         self.kills.append(kill)
-        self._last_kill[fold_key] = kill
 
     def _classify(self, kill, ts, tid, current):
         """Decide origin, mechanism and sender from the evidence around one signal_generate.

@@ -27,8 +27,11 @@ class Clock:
         return iso_utc(boot_ns + self.offset_ns)
 
 
-def process_dict(proc, clock, identity=None, tid=None):
-    """One process as the report shows it; `identity` is (comm, exe, argv) as they were at the kill."""
+def process_dict(proc, clock, identity=None, tid=None, facts=None):
+    """One process as the report shows it.
+
+    `identity` is (comm, exe, argv) as they were at the kill; `facts` are what audit knew of it then.
+    """
     comm, exe, argv = identity if identity is not None else (proc.comm, proc.exe, proc.argv)
     entry = {
         "pid": proc.pid,
@@ -48,7 +51,12 @@ def process_dict(proc, clock, identity=None, tid=None):
     container = container_id(proc.cgroup)
     if container:
         entry["container_id"] = container
-    entry["facts_from"] = {key: source for key, source in proc.facts_from.items()
+    entry.update(proc.extra)
+    facts_from = dict(proc.facts_from)
+    for key, value in (facts or {}).items():
+        entry[key] = value
+        facts_from[key] = "audit"
+    entry["facts_from"] = {key: source for key, source in facts_from.items()
                            if source and entry.get(key) is not None}
     if tid is not None:
         entry["tid"] = tid
@@ -57,11 +65,14 @@ def process_dict(proc, clock, identity=None, tid=None):
 
 def kill_dict(kill, clock, loss):
     """One kill record with its ancestry and the plain-language gaps that apply to it."""
-    victim = process_dict(kill.victim, clock, tid=kill.victim_tid)
+    facts = kill.audit_facts or {}
+    victim = process_dict(kill.victim, clock, tid=kill.victim_tid, facts=facts.get(id(kill.victim)))
     sender = None
     if kill.sender is not None:
-        sender = process_dict(kill.sender, clock, identity=kill.sender_identity, tid=kill.sender_tid)
-    ancestry = [process_dict(proc, clock, identity=(comm, exe, argv)) for proc, comm, exe, argv in kill.chain]
+        sender = process_dict(kill.sender, clock, identity=kill.sender_identity, tid=kill.sender_tid,
+                              facts=facts.get(id(kill.sender)))
+    ancestry = [process_dict(proc, clock, identity=(comm, exe, argv), facts=facts.get(id(proc)))
+                for proc, comm, exe, argv in kill.chain]
     record = {
         "time": clock.iso(kill.ts_ns),
         "signal": {"number": kill.signal, "name": signal_name(kill.signal)},
@@ -82,6 +93,10 @@ def kill_dict(kill, clock, loss):
         record["trigger"] = process_dict(kill.trigger[0], clock, tid=kill.trigger[1])
     if kill.oom is not None:
         record["oom"] = dict(kill.oom)
+    if kill.audit is not None:
+        audit = dict(kill.audit)
+        audit["time"] = iso_utc(audit.pop("time_ns"))
+        record["audit"] = audit
     return record
 
 

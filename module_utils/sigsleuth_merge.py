@@ -1,0 +1,200 @@
+# -*- coding: utf-8 -*-
+# Audit as the second witness: audit events into the lineage. Standard library only; Python 3.9+.
+"""Two ways audit events meet the lineage engine.
+
+* Audit-only (`feed_audit_lineage`): fork, exec and kill events build the lineage themselves. Audit has no
+  exit events and no thread ids; what that leaves open is said in the report.
+* Combined (`enrich_with_audit`): ftrace built the lineage; audit adds who (uid, auid, euid, ses, tty), argv
+  and cwd to each kill's sender and ancestors, and the syscall and rule key to each kill. Both passes stream
+  the audit log and keep only what concerns the processes named in kills.
+
+Audit stamps are wall-clock milliseconds from a coarse clock taken at syscall entry; ftrace stamps are boot
+clock microseconds. Events are matched by pid and time, never by order.
+"""
+
+from __future__ import annotations
+
+from ansible.module_utils.sigsleuth_lineage import CLONE_THREAD, SOURCE_AUDIT, SOURCE_UNSEEN, Kill
+
+FORK_SYSCALLS = frozenset(("clone", "clone3", "fork", "vfork"))
+EXEC_SYSCALLS = frozenset(("execve", "execveat"))
+KILL_SYSCALLS = frozenset(("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo"))
+# How far apart the two witnesses' stamps of one kill may be: the audit clock is coarse (up to a tick behind).
+KILL_MATCH_NS = 50_000_000
+# An exec is attributed to an incarnation whose life covers its stamp, with this much slack at the ends.
+LIFE_SLACK_NS = 20_000_000
+IDENTITY_FIELDS = ("uid", "auid", "euid", "ses", "tty", "cwd")
+
+
+def _identity(event):
+    return {name: getattr(event, name) for name in IDENTITY_FIELDS if getattr(event, name) is not None}
+
+
+def _victim_pids(event):
+    pids = [entry.get("pid") for entry in event.obj_pids or () if entry.get("pid")]
+    if not pids and event.target_pid and event.target_pid > 0:
+        pids = [event.target_pid]
+    return pids
+
+
+# ---------------------------------------------------------------- audit-only
+
+def feed_audit_lineage(lineage, events, offset_ns):
+    """Build the lineage from audit alone: forks (with the fork rules armed), execs and kills."""
+    signals = lineage.signals
+    for event in events:
+        if not event.success:
+            continue
+        ts = event.time_ns - offset_ns
+        name = event.syscall
+        if name in FORK_SYSCALLS:
+            if event.child_pid and event.child_pid > 0:
+                thread = None  # clone3 keeps its flags in memory audit does not record
+                if name == "clone":
+                    thread = bool(event.args[0] & CLONE_THREAD)
+                elif name in ("fork", "vfork"):
+                    thread = False
+                lineage.fork(ts, event.pid, event.pid, event.child_pid, thread=thread, source=SOURCE_AUDIT)
+        elif name in EXEC_SYSCALLS:
+            _adopt_unseen(lineage, event, ts)
+            proc = lineage.exec(ts, event.pid, event.exe, source=SOURCE_AUDIT, comm=event.comm, argv=event.argv)
+            for key, value in _identity(event).items():
+                _set_fact(proc, key, value)
+        elif name in KILL_SYSCALLS and event.signal in signals:
+            _adopt_unseen(lineage, event, ts)
+            sender = lineage.process_of(event.pid, event.pid, ts)
+            for key, value in _identity(event).items():
+                _set_fact(sender, key, value)
+            for victim_pid in _victim_pids(event):
+                victim = lineage.process_of(victim_pid, None, ts)
+                kill = Kill(ts_ns=ts, signal=event.signal, code=None, errno=None, result=None, group=None,
+                            sender=sender, sender_tid=None, victim=victim,
+                            victim_tid=event.target_tid or victim_pid, chain=[], mechanism=name, origin="user",
+                            evidence=["audit:%s#%d" % (name, event.serial)], count=1,
+                            syscall_args={"syscall": name, "target": event.target_pid}, notes=[],
+                            trigger=None, oom=None)
+                kill.audit = _kill_audit(event, offset_ns)
+                lineage.record_kill(kill)
+
+
+def _adopt_unseen(lineage, event, ts):
+    """A process whose fork was not audited (its parent predates audit being enabled) gets the ppid audit
+    recorded as its parent, with a note: that may be an adopter if the real parent had already exited."""
+    proc = lineage.process_of(event.pid, event.pid, ts)
+    if proc.source != SOURCE_UNSEEN or proc.parent is not None or not event.ppid or event.ppid == event.pid:
+        return
+    parent = lineage.by_pid.get(event.ppid)
+    if parent is None:
+        return
+    proc.parent = parent
+    parent.live_children += 1
+    proc.notes.append("its fork was not audited; its parent is the ppid %d audit recorded at %s, which is the "
+                      "adopting process instead if the real parent had already exited" % (event.ppid, event.syscall))
+
+
+def _set_fact(proc, key, value):
+    setattr(proc, key, value) if key == "uid" else proc.extra.__setitem__(key, value)
+    proc.facts_from[key] = SOURCE_AUDIT
+
+
+def _kill_audit(event, offset_ns):
+    return {"serial": event.serial, "time_ns": event.time_ns, "key": event.key, "syscall": event.syscall,
+            "ppid": event.ppid, "argv": event.argv, "argv_source": event.argv_source, "exe": event.exe}
+
+
+# ---------------------------------------------------------------- combined
+
+def enrich_with_audit(lineage, events, offset_ns):
+    """Add audit's facts to the kills ftrace found; returns how many armed-signal kill events audit had
+    that no traced kill matches (a sign that the trace lost them)."""
+    interest = {}
+    for kill in lineage.kills:
+        for proc in _members(kill):
+            bucket = interest.setdefault(proc.pid, [])
+            if all(known is not proc for known in bucket):
+                bucket.append(proc)
+    by_sender = {}
+    for kill in lineage.kills:
+        if kill.sender is not None:
+            by_sender.setdefault(kill.sender.pid, []).append(kill)
+    execs = {}          # id(process) -> [(ts, event)]
+    best = {}           # id(kill) -> (distance, event)
+    unmatched = 0
+    for event in events:
+        name = event.syscall
+        if name in KILL_SYSCALLS:
+            if event.signal not in lineage.signals or not event.success:
+                continue
+            ts = event.time_ns - offset_ns
+            matched = False
+            for kill in by_sender.get(event.pid, ()):
+                distance = abs(ts - kill.ts_ns)
+                if kill.signal == event.signal and distance <= KILL_MATCH_NS and _targets(event, kill):
+                    matched = True
+                    if id(kill) not in best or distance < best[id(kill)][0]:
+                        best[id(kill)] = (distance, event)
+            unmatched += not matched
+        elif name in EXEC_SYSCALLS and event.success and event.pid in interest:
+            ts = event.time_ns - offset_ns
+            proc = _incarnation_at(interest[event.pid], ts)
+            if proc is not None:
+                execs.setdefault(id(proc), []).append((ts, event))
+    for kill in lineage.kills:
+        _apply(kill, best.get(id(kill)), execs, offset_ns)
+    return unmatched
+
+
+def _members(kill):
+    members = [kill.victim]
+    if kill.sender is not None:
+        members.append(kill.sender)
+    members.extend(proc for proc, _, _, _ in kill.chain)
+    return members
+
+
+def _targets(event, kill):
+    victims = _victim_pids(event)
+    return not victims or kill.victim.pid in victims or (event.target_pid or 0) < 0
+
+
+def _incarnation_at(procs, ts):
+    for proc in procs:
+        start = proc.start_ns if proc.start_ns is not None else proc.known_since_ns
+        end = proc.exit_ns
+        if (start is None or ts >= start - LIFE_SLACK_NS) and (end is None or ts <= end + LIFE_SLACK_NS):
+            return proc
+    return None
+
+
+def _apply(kill, match, execs, offset_ns):
+    """Attach the facts audit knew at the moment of the kill to the kill, its sender and ancestors."""
+    kill.audit_facts = {}
+    for proc in _members(kill):
+        latest = None
+        for ts, event in execs.get(id(proc), ()):
+            if ts <= kill.ts_ns + LIFE_SLACK_NS and (latest is None or ts >= latest[0]):
+                latest = (ts, event)
+        if latest is not None:
+            facts = _identity(latest[1])
+            if latest[1].argv is not None:
+                facts["argv"] = latest[1].argv
+            kill.audit_facts[id(proc)] = facts
+    if match is None:
+        if kill.sender is not None and kill.origin == "user":
+            kill.notes.append("audit recorded no matching kill-family syscall for this send")
+        return
+    event = match[1]
+    kill.evidence.append("audit:%s#%d" % (event.syscall, event.serial))
+    kill.audit = _kill_audit(event, offset_ns)
+    if kill.mechanism in ("unknown", "kill") and event.syscall:
+        kill.mechanism = event.syscall
+    sender_facts = kill.audit_facts.setdefault(id(kill.sender), {})
+    sender_facts.update(_identity(event))
+    if "argv" not in sender_facts and event.argv is not None:
+        sender_facts["argv"] = event.argv
+    parent = kill.sender.parent
+    if event.ppid is not None and parent is not None and event.ppid != parent.pid:
+        why = ("its fork parent had exited and it was adopted" if parent.exited
+               and (parent.exit_ns is None or parent.exit_ns <= kill.ts_ns) else "the two witnesses disagree")
+        kill.notes.append("audit recorded ppid %d for the sender, but its fork parent was pid %d (%s): %s; "
+                          "the ancestry follows the fork parent" % (event.ppid, parent.pid, parent.comm, why))
