@@ -577,7 +577,7 @@ class Scenario:
         return {key: entry.get(key) for key in keys}
 
     def kill(self, signum, victim, sender, ancestry, mechanism="kill"):
-        return {
+        record = {
             "signal": {"number": int(signum), "name": signal.Signals(signum).name},
             "victim": self.identity(victim),
             "sender": self.identity(sender),
@@ -585,6 +585,22 @@ class Scenario:
             "mechanism": mechanism,
             "ancestry": self.sup.chain(*ancestry),
         }
+        record["story"] = story(record)
+        return record
+
+
+def story(kill):
+    """The kill as lines a person reads at a glance: victim, sender, then each ancestor."""
+    def fate(entry):
+        if not entry["exited"]:
+            return "alive"
+        return "exited, reaped" if entry.get("reaped") else "exited, a zombie"
+
+    victim, sender = kill["victim"], kill["sender"]
+    lines = ["%s[%d] (%s) got %s" % (victim["comm"], victim["pid"], victim["exe"], kill["signal"]["name"]),
+             "  from %s[%d] (%s)" % (sender["comm"], sender["pid"], sender["exe"])]
+    lines += ["    <- %s[%d] (%s) %s" % (a["comm"], a["pid"], a["exe"], fate(a)) for a in kill["ancestry"]]
+    return lines
 
 
 class SeedScenario(Scenario):
