@@ -68,7 +68,7 @@ options:
     type: path
 requirements:
   - Linux with tracefs (CONFIG_FTRACE, CONFIG_EVENT_TRACING).
-  - Root on the target (C(become: true) when connecting as another user).
+  - "Root on the target (C(become: true) when connecting as another user)."
 attributes:
   check_mode:
     support: full
