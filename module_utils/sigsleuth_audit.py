@@ -58,6 +58,7 @@ KILL_SYSCALLS = KILL_SYSCALLS_A1 + KILL_SYSCALLS_A2
 EXEC_SYSCALLS = ("execve", "execveat")
 FORK_SYSCALLS = ("clone", "fork", "vfork", "clone3")
 OUR_SYSCALLS = frozenset(KILL_SYSCALLS + EXEC_SYSCALLS + FORK_SYSCALLS)
+_KILL_A1, _KILL_A2, _FORKS = frozenset(KILL_SYSCALLS_A1), frozenset(KILL_SYSCALLS_A2), frozenset(FORK_SYSCALLS)
 
 RULES_FILE = "/etc/audit/rules.d/sigsleuth.rules"
 AUDITD_CONF = "/etc/audit/auditd.conf"
@@ -523,6 +524,7 @@ _SYSCALL_RE = re.compile(
 _SYSCALL_KEYS = (b"arch", b"syscall", b"success", b"exit", b"a0", b"a1", b"a2", b"a3", b"ppid", b"pid",
                  b"auid", b"uid", b"gid", b"euid", b"suid", b"egid", b"tty", b"ses", b"comm", b"exe", b"key")
 _ARCH_CODES = {}
+_SYSCALL_CACHE = {}  # (arch bytes, syscall bytes) -> (arch, abi, number, name)
 
 
 def _arch(value):
@@ -546,20 +548,16 @@ def _signed32(value):
     return value - (1 << 32) if value & 0x80000000 else value
 
 
-_ARG_KEYS = [b"a%d" % index for index in range(256)]
-
-
 def _assemble_execve(bodies):
     """(argv, argc, complete) from one or more EXECVE records: argc, aN, and aN_len with aN[i] pieces."""
-    if len(bodies) == 1:  # the usual single record "argc=N a0=.. a1=.." in order: no dicts needed
-        tokens = bodies[0].partition(b"\x1d")[0].split()
-        if tokens and tokens[0][:5] == b"argc=" and b"[" not in bodies[0]:
-            pairs = [token.partition(b"=") for token in tokens[1:]]
-            if [pair[0] for pair in pairs] == _ARG_KEYS[:len(pairs)] and tokens[0][5:].isdigit() \
-                    and int(tokens[0][5:]) == len(pairs):
-                return ([(value[1:-1] if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1
-                          else (_untrusted(value) or b"")).decode("utf-8", "backslashreplace")
-                         for _, _, value in pairs], len(pairs), True)
+    if len(bodies) == 1:  # the usual single record "argc=N a0=.. a1=.." (the kernel writes them in order)
+        body = bodies[0]
+        tokens = body.partition(b"\x1d")[0].split()
+        if tokens and tokens[0][:5] == b"argc=" and b"[" not in body and tokens[0][5:] == b"%d" % (len(tokens) - 1):
+            values = [token.partition(b"=") for token in tokens[1:]]
+            if all(key[:1] == b"a" for key, _, _ in values):
+                return ([(value[1:-1] if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1 else (_untrusted(value) or b"")).decode(
+                    "utf-8", "backslashreplace") for _, _, value in values], len(values), True)
     argc = None
     whole = {}
     pieces = {}
@@ -630,14 +628,22 @@ def _build_event(serial, time_ns, records, keys, syscalls, stats, source):
     (arch_v, nr_v, success_v, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v,
      egid_v, tty_v, ses_v, comm_v, exe_v, key_v) = values
 
-    arch, abi, _ = _arch(arch_v) if arch_v is not None else (None, None, None)
-    nr = _int(nr_v)
-    name = _SYSCALL_NAMES.get(arch, {}).get(nr)
+    known = _SYSCALL_CACHE.get((arch_v, nr_v))
+    if known is None:
+        arch, abi, _ = _arch(arch_v) if arch_v is not None else (None, None, None)
+        nr = _int(nr_v)
+        known = (arch, abi, nr, _SYSCALL_NAMES.get(arch, {}).get(nr))
+        if known[3] is not None and len(_SYSCALL_CACHE) < 256:
+            _SYSCALL_CACHE[(arch_v, nr_v)] = known
+    arch, abi, nr, name = known
     if name is None and enriched:  # ENRICHED logs name every syscall after the 0x1d separator
         at = enriched.find(b"SYSCALL=")
         if at >= 0:
             name = enriched[at + 8:].split(None, 1)[0].decode("ascii", "replace") or None
-    raw_key = _untrusted(key_v) if key_v is not None else None
+    if key_v is not None and key_v[:1] == b'"' and key_v[-1:] == b'"' and len(key_v) > 1:
+        raw_key = key_v[1:-1]
+    else:
+        raw_key = _untrusted(key_v) if key_v is not None else None
     if raw_key is None:
         event_keys = []
         key = None
@@ -664,11 +670,11 @@ def _build_event(serial, time_ns, records, keys, syscalls, stats, source):
     except (TypeError, ValueError):
         args = (_int(a0, 16), _int(a1, 16), _int(a2, 16), _int(a3, 16))
         exit_value, pid, ppid = _int(exit_v), _int(pid_v), _int(ppid_v)
-        uid, auid, euid, suid, gid, egid, ses = (_id(uid_v), _id(auid_v), _id(euid_v), _id(suid_v), _id(gid_v),
-                                                 _id(egid_v), _id(ses_v))
+        uid, auid, euid, suid, gid, egid, ses = (_int(uid_v), _id(auid_v), _int(euid_v), _int(suid_v),
+                                                 _int(gid_v), _int(egid_v), _id(ses_v))
     success = success_v == b"yes" if success_v is not None else None
     signal = target_pid = target_tid = child_pid = None
-    if name in KILL_SYSCALLS_A1:
+    if name in _KILL_A1:
         signal = args[1]
         if name == "kill":
             target_pid = _signed32(args[0])
@@ -676,10 +682,10 @@ def _build_event(serial, time_ns, records, keys, syscalls, stats, source):
             target_tid = args[0]
         elif name == "rt_sigqueueinfo":
             target_pid = args[0]
-    elif name in KILL_SYSCALLS_A2:
+    elif name in _KILL_A2:
         signal = args[2]
         target_pid, target_tid = args[0], args[1]
-    elif name in FORK_SYSCALLS and success and exit_value:
+    elif name in _FORKS and success and exit_value:
         child_pid = exit_value
 
     targets = []
@@ -744,8 +750,13 @@ def _open(path):
     return handle, handle
 
 
-def _batches(handle, stats):
-    """Lists of complete lines (without their newline), read in chunks; memory bounded by CHUNK."""
+# One record per line: [node=NAME ]type=TYPE msg=audit(SECONDS.MS:SERIAL):BODY. Matched a chunk at a time,
+# so the per-line work is done in C; lines that do not match are counted as malformed.
+_RECORD = re.compile(rb"^(?:node=\S+ )?type=(\S+) msg=audit\(([0-9.:]+)\):(.*)$", re.M)
+
+
+def _chunks(handle, stats):
+    """(text, line count) of complete lines, read CHUNK bytes at a time; memory bounded by CHUNK."""
     carry = b""
     skipping = False  # inside an over-long line: drop until its newline
     while True:
@@ -753,17 +764,23 @@ def _batches(handle, stats):
         if not chunk:
             break
         stats.bytes += len(chunk)
-        lines = (carry + chunk if carry else chunk).split(b"\n")
-        carry = lines.pop()
-        if skipping and lines:
-            lines[0:1] = []
-            skipping = False
+        if carry:
+            chunk = carry + chunk
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            carry = chunk
+        else:
+            carry = chunk[end + 1:]
+            chunk = chunk[:end + 1]
+            if skipping:
+                chunk = chunk[chunk.find(b"\n") + 1:]
+                skipping = False
+            if chunk:
+                yield chunk, chunk.count(b"\n")
         if len(carry) > MAX_LINE:
             stats.malformed_lines += 1
             carry = b""
             skipping = True
-        if lines:
-            yield lines
     if carry and not skipping:
         stats.truncated_lines += 1
 
@@ -894,35 +911,21 @@ class _ParseState:
         earliest, latest = stats.earliest_ns, stats.latest_ns
         most = stats.max_pending
         try:
-            for lines in _batches(handle, stats):
-                lines_seen += len(lines)
-                for line in lines:
-                    if line[:5] != b"type=":
-                        if line[:5] == b"node=":  # name_format: node=HOST type=...
-                            line = line[line.find(b" ") + 1:]
-                        if line[:5] != b"type=":
-                            malformed += 1
-                            continue
-                    space = line.find(b" ", 5)
-                    if space < 0 or line[space:space + 11] != b" msg=audit(":
-                        malformed += 1
-                        continue
-                    rtype = line[5:space]
+            for chunk, count in _chunks(handle, stats):
+                lines_seen += count
+                found = _RECORD.findall(chunk)
+                malformed += count - len(found)
+                for rtype, stamp, body in found:
                     if rtype not in wanted:
                         ignored += 1
                         if earliest is None or rtype == b"CONFIG_CHANGE" or rtype[:7] == b"DAEMON_":
                             stats.earliest_ns, stats.latest_ns = earliest, latest
-                            self._note(rtype, line, space)
+                            self._note(rtype, stamp, body)
                             earliest, latest = stats.earliest_ns, stats.latest_ns
                         continue
-                    close = line.find(b"):", space + 11)
-                    if close < 0:
-                        malformed += 1
-                        continue
-                    stamp = line[space + 11:close]
                     if stamp == last_stamp:
                         if last is not None:
-                            last[2].append((rtype, line[close + 2:]))
+                            last[2].append((rtype, body))
                             records += 1
                             if rtype == b"EOE":
                                 event = complete(stamp)
@@ -957,7 +960,7 @@ class _ParseState:
                         pending[stamp] = last
                         if len(pending) > most:
                             most = len(pending)
-                    last[2].append((rtype, line[close + 2:]))
+                    last[2].append((rtype, body))
                     if rtype == b"EOE":
                         event = complete(stamp)
                         last_stamp = last = None
@@ -1001,10 +1004,9 @@ class _ParseState:
             if event is not None:
                 yield event
 
-    def _note(self, rtype, line, space):
+    def _note(self, rtype, stamp, body):
         """Track the oldest record of any type, and remember rule changes and auditd start/stop."""
-        close = line.find(b"):", space + 11)
-        parsed = _parse_stamp(line[space + 11:close]) if close > 0 else None
+        parsed = _parse_stamp(stamp)
         if parsed is None:
             return
         time_ns = parsed[0]
@@ -1016,7 +1018,7 @@ class _ParseState:
         if self.cutoff is not None and time_ns < self.cutoff:
             return
         if rtype == b"CONFIG_CHANGE":
-            f = _fields(line[close + 2:])
+            f = _fields(body)
             key = _text(f.get(b"key"))
             if key in OUR_KEYS and len(stats.rule_changes) < MAX_NOTES:
                 stats.rule_changes.append({"time_ns": time_ns, "op": _text(f.get(b"op")), "key": key,
