@@ -34,17 +34,26 @@ LINEAGE_EVENTS = (
 )
 REQUIRED_EVENTS = (SIGNAL_EVENT,) + LINEAGE_EVENTS
 # Extra evidence for how a signal was sent; a kernel without syscall tracepoints still gets armed.
-KILL_SYSCALL_EVENTS = tuple(
-    "syscalls/sys_enter_" + name
-    for name in ("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
-)
+KILL_SYSCALL_NAMES = ("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+KILL_SYSCALL_EVENTS = tuple("syscalls/sys_enter_" + name for name in KILL_SYSCALL_NAMES)
+NO_FILTER = "none"
 OOM_EVENT = "oom/mark_victim"
-OPTIONAL_EVENTS = KILL_SYSCALL_EVENTS + (OOM_EVENT,)
+# Evidence that decides a send's mechanism (see sigsleuth_lineage._classify), each with a fixed filter:
+# the kill syscalls' exits close their window; a write of at most 2 bytes may be "1" to cgroup.kill; a CPU
+# time limit (RLIMIT_CPU 0, RLIMIT_RTTIME 15) being set explains a kernel SIGKILL/SIGXCPU later.
+EVIDENCE_FILTERS = dict(
+    [("syscalls/sys_exit_" + name, NO_FILTER) for name in KILL_SYSCALL_NAMES]
+    + [
+        ("syscalls/sys_enter_write", "count <= 2"),
+        ("syscalls/sys_enter_prlimit64", "new_rlim != 0 && (resource == 0 || resource == 15)"),
+        ("syscalls/sys_enter_setrlimit", "resource == 0 || resource == 15"),
+    ]
+)
+OPTIONAL_EVENTS = KILL_SYSCALL_EVENTS + (OOM_EVENT,) + tuple(EVIDENCE_FILTERS)
 # Field names that carry the signal number in an event's format, in order of preference.
 SIGNAL_FIELD_NAMES = ("sig", "signal")
 # overwrite=1: when the buffer is full the oldest events go; with 0 the newest (the kill) would be dropped.
 OPTIONS = {"record-tgid": "1", "overwrite": "1"}
-NO_FILTER = "none"
 
 INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
@@ -278,7 +287,7 @@ def desired_settings(signals, buffer_size_kb=DEFAULT_BUFFER_SIZE_KB, signal_fiel
         if event in signal_fields:
             event_filter = signal_filter(signals, signal_fields[event])
         else:
-            event_filter = NO_FILTER
+            event_filter = EVIDENCE_FILTERS.get(event, NO_FILTER)
         events[event] = {"enable": "1", "filter": event_filter}
     return {
         "trace_clock": TRACE_CLOCK,

@@ -40,6 +40,16 @@ EVENT_FIELDS = {
     "syscalls/sys_enter_rt_tgsigqueueinfo": ["int __syscall_nr", "pid_t tgid", "pid_t pid", "int sig",
                                              "siginfo_t * uinfo"],
     "oom/mark_victim": ["int pid", "__data_loc char[] comm", "unsigned long total_vm"],
+    "syscalls/sys_exit_kill": ["int __syscall_nr", "long ret"],
+    "syscalls/sys_exit_tkill": ["int __syscall_nr", "long ret"],
+    "syscalls/sys_exit_tgkill": ["int __syscall_nr", "long ret"],
+    "syscalls/sys_exit_pidfd_send_signal": ["int __syscall_nr", "long ret"],
+    "syscalls/sys_exit_rt_sigqueueinfo": ["int __syscall_nr", "long ret"],
+    "syscalls/sys_exit_rt_tgsigqueueinfo": ["int __syscall_nr", "long ret"],
+    "syscalls/sys_enter_write": ["int __syscall_nr", "unsigned int fd", "const char * buf", "size_t count"],
+    "syscalls/sys_enter_prlimit64": ["int __syscall_nr", "pid_t pid", "unsigned int resource",
+                                     "const struct rlimit64 * new_rlim", "struct rlimit64 * old_rlim"],
+    "syscalls/sys_enter_setrlimit": ["int __syscall_nr", "unsigned int resource", "struct rlimit * rlim"],
     # Events we never enable, so a test can see they stay untouched.
     "sched/sched_switch": ["char prev_comm[16]", "pid_t prev_pid"],
 }
