@@ -719,6 +719,42 @@ def _build_event(serial, time_ns, records, keys, syscalls, stats, source):
         proctitle, targets, args, signal, target_pid, target_tid, child_pid, len(records), source))
 
 
+def audit_loss_reasons(stats, section=None, status=None):
+    """Plain-language reasons why audit events since arming may be missing, [] when none are known.
+
+    stats: the AuditStats of a read with since_ns=armed_at_ns; section: the state file's ``audit`` section
+    (lost_at_arm); status: audit_status() at collect. Covers unreadable logs, kernel-side loss (the
+    ``lost`` counter), rotation that discarded records since arming, sigsleuth's rules removed by
+    someone while armed, auditd stopped while armed, and audit switched off.
+    """
+    from_ns = (section or {}).get("armed_at_ns")
+    reasons = list(stats.errors)
+    lost_before = (section or {}).get("lost_at_arm")
+    lost_now = (status or {}).get("lost")
+    if isinstance(lost_before, int) and isinstance(lost_now, int) and lost_now > lost_before:
+        reasons.append("the kernel lost %d audit records since arming (backlog full or rate limit)"
+                       % (lost_now - lost_before))
+    if stats.covers_since is False:
+        reasons.append("audit log rotation discarded records written since arming (the oldest record left is "
+                       "newer than the arm time)")
+    removed = [change for change in stats.rule_changes if change["op"] in ("remove_rule", "del_rule")]
+    if removed:
+        reasons.append("sigsleuth's audit rules were removed while armed (first at %d ns, by auid %s): later "
+                       "events were not recorded" % (removed[0]["time_ns"], removed[0]["auid"]))
+    stopped = [record for record in stats.daemon_records if record["type"] in ("DAEMON_END", "DAEMON_ABORT")
+               and (from_ns is None or record["time_ns"] >= from_ns)]
+    if stopped:
+        reasons.append("auditd stopped while armed (%s at %d ns): records sent while it was down went to the "
+                       "kernel log, not audit.log" % (stopped[0]["type"], stopped[0]["time_ns"]))
+    if status and status.get("enabled") == 0:
+        reasons.append("audit is disabled now (auditctl -s: enabled 0): nothing was recorded since it was "
+                       "switched off")
+    if stats.forced_completions:
+        reasons.append("%d audit events were closed before all their records arrived (more than %d events in "
+                       "flight at once)" % (stats.forced_completions, MAX_PENDING))
+    return reasons
+
+
 # ---------------------------------------------------------------- files
 
 def audit_log_paths(log_file):

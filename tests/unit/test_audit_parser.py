@@ -433,3 +433,25 @@ def test_file_reader_copes_with_a_fixture_copy(tmp_path):
     shutil.copytree(os.path.join(FIXTURES, "raw"), str(tmp_path / "raw"))
     found, stats = events(str(tmp_path / "raw" / "audit.log"))
     assert kills(found) and stats.errors == []
+
+
+def test_loss_reasons_name_each_gap(tmp_path):
+    text = ("type=DAEMON_START msg=audit(1795676000.000:1): op=start ver=3.0.9 res=success\n"
+            + record("CONFIG_CHANGE", 2, 'auid=1000 ses=2 op=add_rule key="sigsleuth_kill" list=4 res=1')
+            + syscall_line(3, seconds=1795676001)
+            + record("CONFIG_CHANGE", 4, 'auid=1000 ses=2 op=remove_rule key="sigsleuth_kill" list=4 res=1',
+                     seconds=1795676002)
+            + "type=DAEMON_END msg=audit(1795676003.000:5): op=terminate auid=0 res=success\n")
+    section = {"armed_at_ns": 1795676000 * 10**9, "lost_at_arm": 2}
+    _, stats = events([write(tmp_path, text)], since_ns=section["armed_at_ns"])
+    reasons = audit.audit_loss_reasons(stats, section, {"lost": 5, "enabled": 1})
+    assert len(reasons) == 3
+    assert "lost 3 audit records" in reasons[0]
+    assert "rules were removed while armed" in reasons[1] and "auid 1000" in reasons[1]
+    assert "auditd stopped while armed (DAEMON_END" in reasons[2]
+    _, clean = events([write(tmp_path, syscall_line(3, seconds=1795676001), "clean.log")],
+                      since_ns=1795676001 * 10**9)
+    assert audit.audit_loss_reasons(clean, section, {"lost": 2, "enabled": 1}) == []
+    _, rotated = events([write(tmp_path, syscall_line(3, seconds=1795676001), "rotated.log")],
+                        since_ns=1795675000 * 10**9)
+    assert "rotation discarded" in audit.audit_loss_reasons(rotated, section, {"lost": 2, "enabled": 0})[0]
