@@ -833,13 +833,18 @@ def iter_audit_events(paths_or_log_file=None, since_ns=None, stats=None, keys=OU
     stats: an AuditStats filled as the read goes (also when the caller stops early).
     keys / syscalls: an event is yielded when its key is in ``keys`` or its syscall in ``syscalls``
         (another rule listed before ours may have matched first and given the event its own key).
-    Never raises on file content; missing or unreadable files are noted in ``stats.errors``.
+    Never raises on file content or configuration: missing or unreadable files, and a log_file setting
+    outside /var/log, are noted in ``stats.errors``.
     """
     stats = AuditStats() if stats is None else stats
     keys = frozenset(keys)
     syscalls = frozenset(syscalls)
     if paths_or_log_file is None:
-        paths_or_log_file = read_log_file_setting()
+        try:
+            paths_or_log_file = read_log_file_setting()
+        except AuditError as exc:
+            stats.errors.append(exc.msg)
+            return
     if isinstance(paths_or_log_file, (str, bytes, os.PathLike)):
         log_file = os.fsdecode(paths_or_log_file)
         entries = audit_log_paths(log_file)

@@ -455,3 +455,12 @@ def test_loss_reasons_name_each_gap(tmp_path):
     _, rotated = events([write(tmp_path, syscall_line(3, seconds=1795676001), "rotated.log")],
                         since_ns=1795675000 * 10**9)
     assert "rotation discarded" in audit.audit_loss_reasons(rotated, section, {"lost": 2, "enabled": 0})[0]
+
+
+def test_default_log_file_outside_var_log_is_an_error_not_an_exception(tmp_path, monkeypatch):
+    conf = tmp_path / "auditd.conf"
+    conf.write_text("log_file = /tmp/elsewhere.log\n")
+    monkeypatch.setattr(audit, "AUDITD_CONF", str(conf))
+    monkeypatch.setattr(audit.read_log_file_setting, "__defaults__", (str(conf),))
+    found, stats = events(None)
+    assert found == [] and "outside /var/log" in stats.errors[0]
