@@ -8,7 +8,9 @@ import os
 import socket
 import time
 
-from ansible.module_utils.sigsleuth_audit import AuditError, AuditStats, audit_status, iter_audit_events
+from ansible.module_utils.sigsleuth_audit import (
+    AuditError, AuditStats, audit_loss_reasons, audit_status, iter_audit_events,
+)
 from ansible.module_utils.sigsleuth_common import StateStore, clock_offset_ns, iso_utc
 from ansible.module_utils.sigsleuth_ftrace import TraceStats, iter_events
 from ansible.module_utils.sigsleuth_lineage import Lineage
@@ -182,14 +184,7 @@ def _read_audit(lineage, audit, offset_arm, loss, traced, audit_log, run):
     source["events_read"] = stats.events
     source["lines_skipped"] = stats.malformed_lines + stats.truncated_lines
     source["oldest_event_time"] = iso_utc(stats.earliest_ns)
-    problems = list(stats.errors)
-    lost_before, lost_now = audit.get("lost_at_arm"), status.get("lost")
-    if isinstance(lost_before, int) and isinstance(lost_now, int) and lost_now > lost_before:
-        problems.append("the kernel lost %d audit records since arming (backlog full or rate limit)"
-                        % (lost_now - lost_before))
-    if stats.covers_since is False:
-        problems.append("audit.log rotation discarded records written since arming (the oldest record left is "
-                        "from %s, after the arm time)" % iso_utc(stats.earliest_ns))
+    problems = audit_loss_reasons(stats, audit, status)
     source["loss"] = "; ".join(problems) if problems else None
     loss.audit_notes.extend("audit: " + problem for problem in problems)
     return source
