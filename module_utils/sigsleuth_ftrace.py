@@ -43,10 +43,6 @@ _LOST = re.compile(rb"CPU:(\d+) \[LOST (\d+) EVENTS\]")
 _CPU_STARTED = re.compile(rb"##### CPU (\d+) buffer started ####")
 
 _SIGNAL = re.compile(rb"sig=(\d+) errno=(-?\d+) code=(-?\d+) comm=(.*) pid=(\d+) grp=(\d+) res=(\d+)\Z", re.S)
-_EXEC_TAIL = re.compile(rb" pid=(\d+) old_pid=(\d+)\Z")
-_EXIT_TAIL = re.compile(rb"comm=(.*) pid=(\d+) prio=(-?\d+)(?: group_dead=(true|false))?\Z", re.S)
-_NEWTASK = re.compile(rb"pid=(\d+) comm=(.*) clone_flags=([0-9a-f]+) oom_score_adj=(-?\d+)\Z", re.S)
-_RENAME = re.compile(rb"pid=(\d+) oldcomm=(.*) oom_score_adj=(-?\d+)\Z", re.S)
 _MARK_VICTIM = re.compile(rb"pid=(\d+) comm=(.*) total-vm=(\d+)kB anon-rss=(\d+)kB file-rss:(\d+)kB "
                           rb"shmem-rss:(\d+)kB uid=(\d+) pgtables=(\d+)kB oom_score_adj=(-?\d+)\Z", re.S)
 _SYSCALL_ARG = re.compile(rb"(\w+): (0x[0-9a-f]+|\d+)")
@@ -110,50 +106,65 @@ def parse_fork(payload):
 
 def parse_exec(payload):
     """(filename, pid, old_pid)"""
-    m = _EXEC_TAIL.search(payload)
-    if m is None or not payload.startswith(b"filename="):
+    head, sep, old_pid = payload.rpartition(b" old_pid=")
+    filename, sep2, pid = head.rpartition(b" pid=")
+    if not sep or not sep2 or not pid.isdigit() or not old_pid.isdigit() or not filename.startswith(b"filename="):
         return None
-    return decode_name(payload[9:m.start()]), int(m.group(1)), int(m.group(2))
+    return decode_name(filename[9:]), int(pid), int(old_pid)
 
 
 def parse_exit(payload):
-    """(comm, tid, group_dead) where group_dead is None on kernels that do not report it."""
-    m = _EXIT_TAIL.match(payload)
-    if m is None:
+    """(comm as bytes, tid, group_dead) where group_dead is None on kernels that do not report it."""
+    head, sep, tail = payload.rpartition(b" pid=")
+    if not sep or not head.startswith(b"comm="):
         return None
-    dead = m.group(4)
-    return decode_name(m.group(1)), int(m.group(2)), None if dead is None else dead == b"true"
+    parts = tail.split(b" ")
+    if not parts[0].isdigit() or len(parts) > 3 or len(parts) < 2 or not parts[1].startswith(b"prio="):
+        return None
+    if len(parts) == 2:
+        return head[5:], int(parts[0]), None
+    dead = parts[2]
+    if dead == b"group_dead=true":
+        return head[5:], int(parts[0]), True
+    if dead == b"group_dead=false":
+        return head[5:], int(parts[0]), False
+    return None
 
 
 def parse_newtask(payload):
-    """(tid, comm, clone_flags)"""
-    m = _NEWTASK.match(payload)
-    if m is None:
+    """(tid, comm as bytes, clone_flags)"""
+    head, sep, tail = payload.rpartition(b" clone_flags=")
+    flags, sep2, _adj = tail.partition(b" oom_score_adj=")
+    pid, sep3, comm = head.partition(b" comm=")
+    if not sep or not sep2 or not sep3 or not pid.startswith(b"pid=") or not pid[4:].isdigit():
         return None
-    return int(m.group(1)), decode_name(m.group(2)), int(m.group(3), 16)
+    try:
+        return int(pid[4:]), comm, int(flags, 16)
+    except ValueError:
+        return None
 
 
 def parse_rename(payload):
-    """(tid, candidates) with candidates a tuple of (oldcomm, newcomm) splits.
+    """(tid, candidates) with candidates a tuple of (oldcomm, newcomm) splits, as bytes.
 
     Two free-form names side by side are ambiguous when a name holds " newcomm=": every split is returned
     and the caller picks the one whose old name it already knows.
     """
-    m = _RENAME.match(payload)
-    if m is None:
+    head, sep, _adj = payload.rpartition(b" oom_score_adj=")
+    pid, sep2, middle = head.partition(b" oldcomm=")
+    if not sep or not sep2 or not pid.startswith(b"pid=") or not pid[4:].isdigit():
         return None
-    middle = m.group(2)
     candidates = []
     start = 0
     while True:
         at = middle.find(b" newcomm=", start)
         if at < 0:
             break
-        candidates.append((decode_name(middle[:at]), decode_name(middle[at + 9:])))
+        candidates.append((middle[:at], middle[at + 9:]))
         start = at + 1
     if not candidates:
         return None
-    return int(m.group(1)), tuple(candidates)
+    return int(pid[4:]), tuple(candidates)
 
 
 def parse_mark_victim(payload):

@@ -11,6 +11,7 @@ Time is kept on the boot clock (ns) as the trace records it; the report converts
 
 from __future__ import annotations
 
+from ansible.module_utils.sigsleuth_common import decode_name
 from ansible.module_utils.sigsleuth_ftrace import (
     EXEC, EXIT, FORK, KILL_SYSCALLS, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
 )
@@ -257,13 +258,14 @@ class Lineage:
         _tid, candidates = fields
         proc = self.process_of(tid, tgid, ts)
         if len(candidates) == 1:
-            proc.comm = candidates[0][1]
+            proc.comm = decode_name(candidates[0][1])
         else:
-            matching = [new for old, new in candidates if old == proc.comm]
+            matching = [new for old, new in candidates if decode_name(old) == proc.comm]
             if len(matching) == 1:
-                proc.comm = matching[0]
+                proc.comm = decode_name(matching[0])
             else:
-                proc.notes.append("a rename to one of %r could not be told apart" % [new for _, new in candidates])
+                proc.notes.append("a rename to one of %r could not be told apart"
+                                  % [decode_name(new) for _, new in candidates])
         proc.facts_from["comm"] = SOURCE_TRACE
 
     def _on_exit(self, ts, tid, tgid, fields):

@@ -134,7 +134,7 @@ def test_exec_filename_with_fake_fields():
 def test_rename_ambiguity_returns_every_split():
     tid, candidates = parse_rename(b"pid=5 oldcomm=x newcomm=y newcomm=z oom_score_adj=0")
     assert tid == 5
-    assert candidates == (("x", "y newcomm=z"), ("x newcomm=y", "z"))
+    assert candidates == ((b"x", b"y newcomm=z"), (b"x newcomm=y", b"z"))
 
 
 def test_syscall_records():

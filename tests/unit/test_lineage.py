@@ -212,3 +212,11 @@ def test_kernel_send_without_evidence_stays_generic():
     events = fork(1 * S, 1, 10) + signal(2 * S, 10, 10, code=128)
     (k,) = run(events, [snap(1, 0, "init")]).kills
     assert (k.mechanism, k.origin) == ("kernel", "kernel")
+
+
+def test_ambiguous_rename_is_settled_by_the_known_old_name():
+    rename = ("task_rename", 2 * S, 0, 10, 10, (10, ((b"x", b"y newcomm=z"), (b"x newcomm=y", b"z"))))
+    lineage = run(fork(1 * S, 1, 10) + exec_(1 * S + 1, 10, "/bin/x") + [rename], [snap(1, 0, "init")])
+    assert lineage.by_pid[10].comm == "y newcomm=z"
+    unknown = run(fork(1 * S, 1, 10) + exec_(1 * S + 1, 10, "/bin/q") + [rename], [snap(1, 0, "init")])
+    assert unknown.by_pid[10].comm == "q" and unknown.by_pid[10].notes
