@@ -376,19 +376,40 @@ def disarm(module, store, data, section):
                          msg="removed the state of an arm from an earlier boot; nothing else touched",
                          diff=dict(before={"state": data[SECTION]}, after={}))
 
-    tracefs = section["tracefs"]
-    path = instance_path(tracefs, section["instance"])
-    before = observed_settings(path)
-    unmount = bool(section.get("mounted_by_us")) and tracefs in tracefs_mounts(PATHS["mounts"])
-    actions = (["remove %s" % path] if before is not None else []) + (
-        ["unmount tracefs at %s" % tracefs] if unmount else []) + ["drop the ftrace state"]
+    tracefs = section.get("tracefs")
+    try:
+        if not isinstance(tracefs, str) or not tracefs:
+            raise TracefsError("the ftrace section of %s names no tracefs" % store.path)
+        path = instance_path(tracefs, section.get("instance"))
+    except TracefsError as exc:
+        module.fail_json(msg="%s; it is corrupt: check the instance by hand, then remove the file" % exc.msg)
+    # tracefs unmounted since arm (by someone else): the instance lives on in the kernel, out of sight. Mount
+    # it again for the time it takes to remove the instance.
+    remount = not is_tracefs_root(tracefs)
+    before = None if remount else observed_settings(path)
+    unmount = not remount and bool(section.get("mounted_by_us")) and tracefs in tracefs_mounts(PATHS["mounts"])
+    actions = []
+    if remount:
+        actions.append("mount tracefs at %s to remove %s, then unmount it" % (tracefs, path))
+    elif before is not None:
+        actions.append("remove %s" % path)
+    if unmount:
+        actions.append("unmount tracefs at %s" % tracefs)
+    actions.append("drop the ftrace state")
     result = dict(changed=True, instance=section["instance"], instance_path=path, tracefs=tracefs,
                   diff=dict(before=before or {}, after={}))
     if module.check_mode:
         module.exit_json(msg="would " + ", ".join(actions), **result)
 
     try:
-        remove_instance(path)
+        if remount:
+            mount_tracefs(tracefs, run=Runner(module))
+            try:
+                remove_instance(path)
+            finally:
+                unmount_quietly(module, tracefs)
+        else:
+            remove_instance(path)
     except TracefsError as exc:
         fail(module, exc, instance_path=path)
     if unmount:

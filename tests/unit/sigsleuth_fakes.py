@@ -120,6 +120,14 @@ class FakeKernel:
         self.set_mounted(True)
         self.commands = []
         self.mount_result = (0, "", "")
+        self.hidden = None
+
+    def unmount_behind_our_back(self):
+        """Like a real umount: the tree disappears from the mount point, its instances live on unseen."""
+        self.hidden = self.root + ".unmounted"
+        os.rename(self.root, self.hidden)
+        os.mkdir(self.root)
+        self.set_mounted(False)
 
     # -- the kernel's side
 
@@ -171,6 +179,10 @@ class FakeKernel:
         self.commands.append(list(args))
         rc, out, err = self.mount_result if args[0] == "mount" else (0, "", "")
         if rc == 0 and args[0] == "mount":
+            if self.hidden:
+                os.rmdir(self.root)
+                os.rename(self.hidden, self.root)
+                self.hidden = None
             self.set_mounted(True)
         elif rc == 0 and args[0] == "umount":
             self.set_mounted(False)

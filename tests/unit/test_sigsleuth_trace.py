@@ -1,5 +1,6 @@
 """sigsleuth_trace against a fake tracefs: arm, idempotence, check mode, diff, disarm and the failures."""
 
+import json
 import os
 from unittest import mock
 
@@ -271,6 +272,32 @@ def test_mounts_tracefs_when_needed_and_unmounts_at_disarm(kernel, state_dir):
     assert not failed, result
     assert kernel.commands[-1] == ["umount", kernel.root]
     assert "unmount" in result["msg"]
+
+
+def test_disarm_after_tracefs_was_unmounted_behind_our_back(kernel, state_dir):
+    arm(state_dir)
+    kernel.unmount_behind_our_back()
+    result, failed = disarm(state_dir, check_mode=True)
+    assert not failed and "mount tracefs" in result["msg"]
+    assert kernel.commands == []
+
+    result, failed = disarm(state_dir)
+    assert not failed, result
+    # Mounted again just long enough to remove the instance, then put back as it was found: unmounted.
+    assert kernel.commands == [["mount", "-t", "tracefs", "nodev", kernel.root], ["umount", kernel.root]]
+    assert not os.path.exists(kernel.instance())
+    assert not os.path.exists(state_dir)
+
+
+def test_corrupt_ftrace_section_fails_clearly(kernel, state_dir):
+    arm(state_dir)
+    state = load_state(state_dir)
+    state["ftrace"]["instance"] = "../../etc"
+    with open(os.path.join(state_dir, "state.json"), "w") as handle:
+        json.dump(state, handle)
+    result, failed = disarm(state_dir)
+    assert failed and "corrupt" in result["msg"]
+    assert os.path.isdir(kernel.instance())
 
 
 def test_unmountable_tracefs_fails_clearly(kernel, state_dir):
