@@ -33,7 +33,7 @@ EVIDENCE_SYSCALLS = ("write", "prlimit64", "setrlimit")
 # task name has at most 15 bytes, so TASK is exactly 16 bytes in a well-formed line; matching starts at the "-"
 # after it (a literal the regex engine finds fast) and the 16 bytes before it are checked by position.
 _RECORD = re.compile(
-    rb"-(\d+) +(?:\( *([\d-]+)\) +)?\[(\d+)\] +\S+ +(\d+)\.(\d{6}): (\w+(?:: |\(| -> ))([^\n]*)"
+    rb"-(\d+) +(?:\( *([\d-]+)\) +)?\[(\d+)\] +\S+ +(\d+\.\d{6}): (\w+(?:: |\(| -> ))([^\n]*)"
 )
 TASK_WIDTH = 16
 # Where a line does not start with exactly TASK_WIDTH bytes of task name, the header may sit this far in.
@@ -227,6 +227,7 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
     pending = None  # a record whose payload was cut by a newline inside a name
     carry = b""
     last_ts = None
+    cpus = {}  # CPU column bytes -> number; the first record of each CPU sets its first timestamp
     while True:
         chunk = stream.read(chunk_size)
         if chunk:
@@ -258,26 +259,28 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
                     position = m.end() + 1
                     continue
             position = m.end() + 1
-            tid, tgid, cpu, sec, usec, name, payload = m.groups()
+            tid, tgid, cpu, stamp, name, payload = m.groups()
             entry = parsers.get(name)
             if entry is None:
                 stats.foreign += 1
                 continue
-            ts = int(sec) * 1_000_000_000 + int(usec) * 1000
-            if cpu not in first_ts:
-                first_ts[cpu] = ts
+            ts = int(stamp.replace(b".", b"")) * 1000  # seconds.micros -> ns, exactly
+            cpu_number = cpus.get(cpu)
+            if cpu_number is None:
+                cpu_number = cpus[cpu] = int(cpu)
+                first_ts[cpu_number] = ts
             last_ts = ts
-            tid = int(tid)
-            if tgid is None or tgid[0] == 45:  # 45 is "-": tgid not recorded
-                tgid = None
+            if tgid == tid:
+                tid = tgid = int(tid)
             else:
-                tgid = int(tgid)
+                tid = int(tid)
+                tgid = None if tgid is None or tgid[0] == 45 else int(tgid)  # 45 is "-": tgid not recorded
             fields = entry[1](payload)
             if fields is None:
-                pending = (entry, ts, int(cpu), tid, tgid, payload)
+                pending = (entry, ts, cpu_number, tid, tgid, payload)
                 continue
             stats.events += 1
-            yield entry[0], ts, int(cpu), tid, tgid, fields
+            yield entry[0], ts, cpu_number, tid, tgid, fields
         stats.last_ts = last_ts
         if position < len(text):
             for item in _between(text, position, len(text), stats, pending):
@@ -285,7 +288,6 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
             pending = None
     if pending is not None:
         stats.malformed += 1
-    stats.first_ts_per_cpu = {int(cpu): ts for cpu, ts in first_ts.items()}
 
 
 def _between(text, begin, end, stats, pending):
