@@ -6,9 +6,11 @@ Used by playbooks/demo.yml and tests/integration. Standard library only, Python 
 
 A scenario runs in stages that span separate commands, so that tracing can be armed in between:
 
-    sigsleuth_scenarios.py start SCENARIO --state FILE [--reap now|late] [--storm N]
+    sigsleuth_scenarios.py start SCENARIO --state FILE [--reap now|late] [--storm N] [--foreground]
         daemonises a supervisor that starts the scenario's long-lived processes (the ones that must
-        predate arming) and writes FILE (JSON) once they are ready; prints FILE.
+        predate arming) and writes FILE (JSON) once they are ready; prints FILE. With --foreground this
+        process becomes the supervisor (same pid): the caller stays its real parent, polls FILE for
+        "status": "ready", and reaps it after stop.
     sigsleuth_scenarios.py trigger --state FILE     # the supervisor's processes start the kill
     sigsleuth_scenarios.py wait --state FILE        # until the kill happened and FILE holds the final truth
     sigsleuth_scenarios.py stop --state FILE        # kill and reap everything, remove FILE and the workdir
@@ -25,7 +27,9 @@ A supervisor that outlives `start` is adopted by the nearest subreaper above it,
 not reap, run the caller under `reaper` (or make the caller a subreaper) so nothing stays a zombie.
 
 Ground truth (FILE, "status": "done") lists each expected kill with its victim, its sender and the sender's
-real fork ancestry up to the supervisor, plus signals that were sent but must not be reported. Every staged
+real fork ancestry up to the supervisor (and a readable "story" of it), plus signals that were sent but must
+not be reported (e.g. a SIGINT when only KILL and TERM are armed). Scenarios: seed (a), bash-builtin (b),
+pgroup (c), reaped-chain (d), term-int (e), storm (f); `list` describes them. Every staged
 process carries SIGSLEUTH_SCENARIO=<token> in its environment, so stop can find strays.
 """
 
