@@ -150,6 +150,9 @@ class Lineage:
                 parent.live_children += 1
             elif ppid:
                 proc.ppid_hint = ppid
+            if ppid == 1 and proc.parent is not None:
+                proc.notes.append("its parent at arm time was pid 1, which adopts orphans: if its real parent "
+                                  "exited before arming, that parent is unknown")
 
     # ------------------------------------------------------------ the stream
 

@@ -7,6 +7,8 @@ SCHEMA_VERSION follows semver: a minor bump adds optional fields, a major bump w
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 
 from ansible.module_utils.sigsleuth_common import iso_utc, signal_name
@@ -36,7 +38,7 @@ def process_dict(proc, clock, identity=None, tid=None, facts=None):
     entry = {
         "pid": proc.pid,
         "comm": comm,
-        "exe": exe,
+        "exe": resolved_exe(exe),
         "argv": argv,
         "uid": proc.uid,
         "started": clock.iso(proc.start_ns),
@@ -48,6 +50,8 @@ def process_dict(proc, clock, identity=None, tid=None, facts=None):
         "ns_pid": proc.ns_pid,
         "cgroup": proc.cgroup,
     }
+    if entry["exe"] != exe:
+        entry["exec_path"] = exe
     container = container_id(proc.cgroup)
     if container:
         entry["container_id"] = container
@@ -61,6 +65,15 @@ def process_dict(proc, clock, identity=None, tid=None, facts=None):
     if tid is not None:
         entry["tid"] = tid
     return entry
+
+
+@functools.lru_cache(maxsize=4096)
+def resolved_exe(path):
+    """The file an exec'd path names, symlinks resolved (/bin/sh -> /usr/bin/dash), as /proc/PID/exe and audit
+    show it. The trace records the path as passed to exec; a path that no longer exists is kept as it is."""
+    if not path or not path.startswith("/") or not os.path.exists(path):
+        return path
+    return os.path.realpath(path)
 
 
 def kill_dict(kill, clock, loss):
