@@ -194,7 +194,13 @@ def _apply(kill, match, execs, offset_ns):
         sender_facts["argv"] = event.argv
     parent = kill.sender.parent
     if event.ppid is not None and parent is not None and event.ppid != parent.pid:
-        why = ("its fork parent had exited and it was adopted" if parent.exited
-               and (parent.exit_ns is None or parent.exit_ns <= kill.ts_ns) else "the two witnesses disagree")
-        kill.notes.append("audit recorded ppid %d for the sender, but its fork parent was pid %d (%s): %s; "
-                          "the ancestry follows the fork parent" % (event.ppid, parent.pid, parent.comm, why))
+        # Not a gap: the traced fork names the real parent; audit's ppid is the kernel's current parent.
+        if parent.exited and (parent.exit_ns is None or parent.exit_ns <= kill.ts_ns):
+            note = ("adopted by pid %d after its fork parent pid %d (%s) exited (audit's ppid at the kill); the "
+                    "ancestry follows the fork parent" % (event.ppid, parent.pid, parent.comm))
+        else:
+            note = ("audit's ppid at the kill is %d, but pid %d (%s) forked it (e.g. with CLONE_PARENT, which makes "
+                    "the forker's parent the kernel parent); the ancestry follows the forker"
+                    % (event.ppid, parent.pid, parent.comm))
+        if note not in kill.sender.notes:
+            kill.sender.notes.append(note)
