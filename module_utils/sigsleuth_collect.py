@@ -15,7 +15,9 @@ from ansible.module_utils.sigsleuth_common import StateStore, clock_offset_ns, i
 from ansible.module_utils.sigsleuth_ftrace import TraceStats, iter_events
 from ansible.module_utils.sigsleuth_lineage import Lineage
 from ansible.module_utils.sigsleuth_merge import enrich_with_audit, feed_audit_lineage
-from ansible.module_utils.sigsleuth_procfs import PROC, START_TOLERANCE_NS, iter_snapshot, read_process
+from ansible.module_utils.sigsleuth_procfs import (
+    PROC, START_TOLERANCE_NS, iter_snapshot, memory_hierarchy, read_process,
+)
 from ansible.module_utils.sigsleuth_report import Clock, build_report
 from ansible.module_utils.sigsleuth_tracefs import read_loss_counters
 
@@ -66,7 +68,8 @@ def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, au
     clock = Clock(offset_arm)
     signals = (ftrace or audit).get("signals") or [9]
     loss = Loss()
-    lineage = Lineage(signals, snapshot_time_ns=_boot_ns(snapshot and snapshot.get("taken_at_ns"), offset_arm))
+    lineage = Lineage(signals, snapshot_time_ns=_boot_ns(snapshot and snapshot.get("taken_at_ns"), offset_arm),
+                      memory_hierarchy=memory_hierarchy(proc))
     sources["snapshot"] = _read_snapshot(lineage, snapshot)
     traced = False
     if ftrace is not None:

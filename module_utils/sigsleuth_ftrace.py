@@ -25,6 +25,7 @@ EXIT = "sched_process_exit"
 NEWTASK = "task_newtask"
 RENAME = "task_rename"
 MARK_VICTIM = "mark_victim"
+CGROUP_ATTACH = "cgroup_attach_task"
 KILL_SYSCALLS = ("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 # Syscalls whose entry is evidence for how a signal came about: small writes (cgroup.kill) and CPU limits.
 EVIDENCE_SYSCALLS = ("write", "prlimit64", "setrlimit")
@@ -176,11 +177,38 @@ def parse_mark_victim(payload):
     return int(g[0]), decode_name(g[1]), int(g[2]), int(g[3]), int(g[4]), int(g[5]), int(g[6])
 
 
+# Syscall arguments declared int (pid_t, int) print as their 32-bit pattern: -14726 reads 0xffffc67a.
+_INT_ARGS = frozenset(("pid", "tgid", "sig", "pidfd", "resource", "fd"))
+
+
+def parse_cgroup_attach(payload):
+    """(hierarchy id, path, tid): a task moved into a cgroup."""
+    head, sep, _comm = payload.rpartition(b" comm=")
+    head, sep2, pid = head.rpartition(b" pid=")
+    root, sep3, rest = head.partition(b" dst_id=")
+    _, sep4, path = rest.partition(b" dst_path=")
+    if not (sep and sep2 and sep3 and sep4) or not pid.isdigit() or not root.startswith(b"dst_root="):
+        return None
+    try:
+        return int(root[9:]), decode_name(path), int(pid)
+    except ValueError:
+        return None
+
+
 def parse_syscall_args(payload):
     """{argname: int} from a syscall entry ("pid: 0x16cf, sig: 9)"); small values print in decimal."""
     if not payload.endswith(b")"):
         return None
-    return {name.decode(): int(value, 0) for name, value in _SYSCALL_ARG.findall(payload)}
+    args = {}
+    for name, value in _SYSCALL_ARG.findall(payload):
+        name = name.decode()
+        number = int(value, 0)
+        if number >= 1 << 63:
+            number -= 1 << 64
+        elif name in _INT_ARGS and 1 << 31 <= number < 1 << 32:
+            number -= 1 << 32
+        args[name] = number
+    return args
 
 
 def parse_syscall_exit(payload):
@@ -200,6 +228,7 @@ PAYLOAD_PARSERS = {
     NEWTASK: parse_newtask,
     RENAME: parse_rename,
     MARK_VICTIM: parse_mark_victim,
+    CGROUP_ATTACH: parse_cgroup_attach,
 }
 # How each event's name ends its record header: "name: payload", syscall entries "sys_kill(args)" and
 # syscall exits "sys_kill -> 0x0".
@@ -283,18 +312,22 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
             yield entry[0], ts, cpu_number, tid, tgid, fields
         stats.last_ts = last_ts
         if position < len(text):
-            for item in _between(text, position, len(text), stats, pending):
+            for item in _between(text, position, len(text), stats, pending, before_record=False):
                 yield item
             pending = None
     if pending is not None:
         stats.malformed += 1
 
 
-def _between(text, begin, end, stats, pending):
+def _between(text, begin, end, stats, pending, before_record=True):
     """Handle the lines between two records; join a split record back together.
 
-    The last piece (after the last newline) is the task column of the record that follows; it is not a line.
+    Before a record, its task column ends the text: the TASK_WIDTH bytes in front of it, even when a newline
+    inside the task's name split them over lines; otherwise whatever follows the last newline.
     """
+    column = end - TASK_WIDTH
+    if before_record and column >= begin and (column == begin or text[column - 1] == 10):
+        end = column  # 10 is "\n": the column starts a line, so everything before it is whole lines
     lines = text[begin:end].split(b"\n")
     lines.pop()
     for line in lines:

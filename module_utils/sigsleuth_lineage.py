@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ansible.module_utils.sigsleuth_common import decode_name
 from ansible.module_utils.sigsleuth_ftrace import (
-    EXEC, EXIT, FORK, KILL_SYSCALLS, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
+    CGROUP_ATTACH, EXEC, EXIT, FORK, KILL_SYSCALLS, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
 )
 from ansible.module_utils.sigsleuth_procfs import START_TOLERANCE_NS
 
@@ -47,7 +47,7 @@ class Process:
     __slots__ = (
         "pid", "start_ns", "parent", "comm", "exe", "argv", "uid", "exit_ns", "exited", "source",
         "known_since_ns", "live_children", "notes", "alive_confirmed", "ppid_hint", "facts_from", "rlimits",
-        "ns_pid", "cgroup", "extra",
+        "ns_pid", "cgroup", "memory_cgroup", "extra",
     )
 
     def __init__(self, pid, start_ns, parent, comm, exe, source, known_since_ns):
@@ -69,7 +69,8 @@ class Process:
         self.facts_from = {"comm": source, "exe": source}
         self.rlimits = NO_LIMITS  # resource numbers of CPU-time limits set on it or inherited
         self.ns_pid = None
-        self.cgroup = None
+        self.cgroup = None         # unified (v2) hierarchy path
+        self.memory_cgroup = None  # v1 memory controller path
         self.extra = {}  # identity facts only audit knows: auid, euid, ses, tty, cwd
 
     def __repr__(self):
@@ -97,8 +98,9 @@ class Lineage:
     add_snapshot_entry() calls must come first. `kills` grows as signal events of the armed signals arrive.
     """
 
-    def __init__(self, signals, snapshot_time_ns=None):
+    def __init__(self, signals, snapshot_time_ns=None, memory_hierarchy=None):
         self.signals = frozenset(signals)
+        self.memory_hierarchy = memory_hierarchy  # v1 memory controller's hierarchy id, for cgroup moves
         self.snapshot_time_ns = snapshot_time_ns
         self.by_pid = {}          # tgid -> current Process incarnation (pruned when dead and childless)
         self.thread_group = {}    # tid -> tgid, for threads that are not their group's leader
@@ -115,6 +117,7 @@ class Lineage:
             RENAME: self._on_rename,
             SIGNAL_GENERATE: self._on_signal,
             MARK_VICTIM: self._on_mark_victim,
+            CGROUP_ATTACH: self._on_cgroup_attach,
         }
         for name in KILL_SYSCALLS:
             self._handlers["sys_enter_" + name] = self._syscall_enter_handler(name)
@@ -137,6 +140,7 @@ class Lineage:
             proc.uid = entry.get("uid")
             proc.ns_pid = entry.get("ns_pid")
             proc.cgroup = entry.get("cgroup")
+            proc.memory_cgroup = entry.get("memory_cgroup")
             proc.facts_from.update(argv=SOURCE_SNAPSHOT, uid=SOURCE_SNAPSHOT)
             self.by_pid[proc.pid] = proc
             for tid in entry.get("threads") or ():
@@ -224,6 +228,7 @@ class Lineage:
         proc.uid = parent.uid
         proc.rlimits = parent.rlimits
         proc.cgroup = parent.cgroup
+        proc.memory_cgroup = parent.memory_cgroup
         proc.facts_from = {"comm": "inherited", "exe": "inherited", "argv": "inherited", "uid": "inherited"}
         parent.live_children += 1
         self.by_pid[child] = proc
@@ -308,6 +313,14 @@ class Lineage:
     def _on_syscall_exit(self, ts, tid, tgid, fields):
         self.in_kill_syscall.pop(tid, None)
 
+    def _on_cgroup_attach(self, ts, tid, tgid, fields):
+        hierarchy, path, moved = fields
+        proc = self.process_of(moved, None, ts)
+        if hierarchy == 0:
+            proc.cgroup = path
+        elif hierarchy == self.memory_hierarchy:
+            proc.memory_cgroup = path
+
     def _on_small_write(self, ts, tid, tgid, fields):
         if fields.get("count", 3) <= 2:
             _remember(self.in_small_write, tid, ts)
@@ -334,7 +347,8 @@ class Lineage:
                 kill.mechanism = "oom_kill"
                 kill.evidence.append("ftrace:mark_victim")
                 kill.oom = {"total_vm_kb": total_vm, "anon_rss_kb": anon, "file_rss_kb": file_rss,
-                            "shmem_rss_kb": shmem, "uid": uid, "cgroup": kill.victim.cgroup}
+                            "shmem_rss_kb": shmem, "uid": uid,
+                            "cgroup": kill.victim.memory_cgroup or kill.victim.cgroup}
                 return
 
     def _on_signal(self, ts, tid, tgid, fields):

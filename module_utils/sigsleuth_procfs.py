@@ -73,7 +73,7 @@ def read_process(pid, proc=PROC):
         threads = sorted(int(tid) for tid in os.listdir(base + "/task"))
     except OSError:
         threads = [pid]
-    return {
+    entry = {
         "pid": pid,
         "ppid": ppid,
         "start_ticks": start_ticks,
@@ -84,22 +84,32 @@ def read_process(pid, proc=PROC):
         "uid": uid,
         "threads": threads,
         "ns_pid": ns_pid,
-        "cgroup": read_cgroup(base),
     }
+    entry["cgroup"], entry["memory_cgroup"] = read_cgroups(base)
+    return entry
 
 
-def read_cgroup(base):
-    """The cgroup v2 path of a process, else its v1 memory cgroup path; None when unknown."""
+def read_cgroups(base):
+    """(unified v2 path, v1 memory path) of a process; None for what it is not in."""
     raw = _read_bytes(base + "/cgroup") or b""
-    memory = None
+    unified = memory = None
     for line in raw.splitlines():
         hierarchy, _, rest = line.partition(b":")
         controllers, _, path = rest.partition(b":")
         if hierarchy == b"0" and controllers == b"":
-            return decode_name(path)
-        if b"memory" in controllers.split(b","):
+            unified = decode_name(path)
+        elif b"memory" in controllers.split(b","):
             memory = decode_name(path)
-    return memory
+    return unified, memory
+
+
+def memory_hierarchy(proc=PROC):
+    """The hierarchy id of the cgroup v1 memory controller, or None (v2 only, or no memory controller)."""
+    for line in (_read_bytes(proc + "/cgroups") or b"").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == b"memory" and fields[1].isdigit() and fields[1] != b"0":
+            return int(fields[1])
+    return None
 
 
 def iter_processes(proc=PROC):

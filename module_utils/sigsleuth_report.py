@@ -48,11 +48,14 @@ def process_dict(proc, clock, identity=None, tid=None, facts=None):
         "facts_from": {},
         "notes": list(proc.notes),
         "ns_pid": proc.ns_pid,
-        "cgroup": proc.cgroup,
+        "cgroup": main_cgroup(proc),
     }
+    cgroups = {name: path for name, path in (("unified", proc.cgroup), ("memory", proc.memory_cgroup)) if path}
+    if cgroups:
+        entry["cgroups"] = cgroups
     if entry["exe"] != exe:
         entry["exec_path"] = exe
-    container = container_id(proc.cgroup)
+    container = container_id(entry["cgroup"])
     if container:
         entry["container_id"] = container
     entry.update(proc.extra)
@@ -65,6 +68,13 @@ def process_dict(proc, clock, identity=None, tid=None, facts=None):
     if tid is not None:
         entry["tid"] = tid
     return entry
+
+
+def main_cgroup(proc):
+    """The cgroup that says most: the unified (v2) path unless it is the root and a v1 memory path is known."""
+    if proc.cgroup not in (None, "/") or not proc.memory_cgroup:
+        return proc.cgroup
+    return proc.memory_cgroup
 
 
 @functools.lru_cache(maxsize=4096)

@@ -47,6 +47,7 @@ EVIDENCE_FILTERS = dict(
         ("syscalls/sys_enter_write", "count <= 2"),
         ("syscalls/sys_enter_prlimit64", "new_rlim != 0 && (resource == 0 || resource == 15)"),
         ("syscalls/sys_enter_setrlimit", "resource == 0 || resource == 15"),
+        ("cgroup/cgroup_attach_task", NO_FILTER),
     ]
 )
 OPTIONAL_EVENTS = KILL_SYSCALL_EVENTS + (OOM_EVENT,) + tuple(EVIDENCE_FILTERS)

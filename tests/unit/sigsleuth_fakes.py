@@ -50,6 +50,8 @@ EVENT_FIELDS = {
     "syscalls/sys_enter_prlimit64": ["int __syscall_nr", "pid_t pid", "unsigned int resource",
                                      "const struct rlimit64 * new_rlim", "struct rlimit64 * old_rlim"],
     "syscalls/sys_enter_setrlimit": ["int __syscall_nr", "unsigned int resource", "struct rlimit * rlim"],
+    "cgroup/cgroup_attach_task": ["int dst_root", "int dst_level", "u64 dst_id", "int pid",
+                                  "__data_loc char[] dst_path", "__data_loc char[] comm"],
     # Events we never enable, so a test can see they stay untouched.
     "sched/sched_switch": ["char prev_comm[16]", "pid_t prev_pid"],
 }

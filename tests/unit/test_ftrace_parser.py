@@ -151,3 +151,14 @@ def test_non_utf8_names_are_kept_as_data():
     data = (header() + "signal_generate: sig=9 errno=0 code=0 comm=").encode() + b"\xff\xfeok" + b" pid=5 grp=1 res=0\n"
     (event,), _ = events_of(data)
     assert event[5][3] == "\\xff\\xfeok"
+
+
+def test_negative_int_syscall_args():
+    (event,), _ = events_of(header() + "sys_kill(pid: 0xffffc67a, sig: 9)\n")
+    assert event[5] == {"pid": -14726, "sig": 9}
+
+
+def test_cgroup_attach_keeps_paths_with_spaces():
+    from ansible.module_utils.sigsleuth_ftrace import parse_cgroup_attach
+    assert parse_cgroup_attach(b"dst_root=0 dst_id=123 dst_level=1 dst_path=/a b pid=7 x pid=42 comm=b pid=1") \
+        == (0, "/a b pid=7 x", 42)
