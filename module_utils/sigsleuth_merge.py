@@ -42,6 +42,8 @@ def _victim_pids(event):
 def feed_audit_lineage(lineage, events, offset_ns):
     """Build the lineage from audit alone: forks (with the fork rules armed), execs and kills."""
     signals = lineage.signals
+    # Notes given to a process because its fork had not been read yet: id(process) -> (process, notes).
+    provisional = {}
     for event in events:
         if not event.success:
             continue
@@ -54,14 +56,15 @@ def feed_audit_lineage(lineage, events, offset_ns):
                     thread = bool(event.args[0] & CLONE_THREAD)
                 elif name in ("fork", "vfork"):
                     thread = False
-                lineage.fork(ts, event.pid, event.pid, event.child_pid, thread=thread, source=SOURCE_AUDIT)
+                proc = lineage.fork(ts, event.pid, event.pid, event.child_pid, thread=thread, source=SOURCE_AUDIT)
+                _settle_provisional(proc, provisional)
         elif name in EXEC_SYSCALLS:
-            _adopt_unseen(lineage, event, ts)
+            _adopt_unseen(lineage, event, ts, provisional)
             proc = lineage.exec(ts, event.pid, event.exe, source=SOURCE_AUDIT, comm=event.comm, argv=event.argv)
             for key, value in _identity(event).items():
                 _set_fact(proc, key, value)
         elif name in KILL_SYSCALLS and event.signal in signals:
-            _adopt_unseen(lineage, event, ts)
+            _adopt_unseen(lineage, event, ts, provisional)
             sender = lineage.process_of(event.pid, event.pid, ts)
             for key, value in _identity(event).items():
                 _set_fact(sender, key, value)
@@ -77,19 +80,34 @@ def feed_audit_lineage(lineage, events, offset_ns):
                 lineage.record_kill(kill)
 
 
-def _adopt_unseen(lineage, event, ts):
+def _adopt_unseen(lineage, event, ts, provisional):
     """A process whose fork was not audited (its parent predates audit being enabled) gets the ppid audit
-    recorded as its parent, with a note: that may be an adopter if the real parent had already exited."""
+    recorded as its parent, with a note: that may be an adopter if the real parent had already exited.
+
+    Its fork may still come: a vfork/posix_spawn parent's clone is logged when it returns, after the child's
+    exec. The notes given here are kept in `provisional` so that fork can take them back.
+    """
     proc = lineage.process_of(event.pid, event.pid, ts)
-    if proc.source != SOURCE_UNSEEN or proc.parent is not None or not event.ppid or event.ppid == event.pid:
+    if proc.source != SOURCE_UNSEEN:
         return
-    parent = lineage.by_pid.get(event.ppid)
-    if parent is None:
+    if proc.parent is None and event.ppid and event.ppid != event.pid:
+        parent = lineage.by_pid.get(event.ppid)
+        if parent is not None:
+            proc.parent = parent
+            parent.live_children += 1
+            proc.notes.append("its fork was not audited; its parent is the ppid %d audit recorded at %s, which is "
+                              "the adopting process instead if the real parent had already exited"
+                              % (event.ppid, event.syscall))
+    provisional[id(proc)] = (proc, list(proc.notes))
+
+
+def _settle_provisional(proc, provisional):
+    """The fork of a process first seen exec'ing was read after all: drop what was said for lack of it."""
+    if proc is None:
         return
-    proc.parent = parent
-    parent.live_children += 1
-    proc.notes.append("its fork was not audited; its parent is the ppid %d audit recorded at %s, which is the "
-                      "adopting process instead if the real parent had already exited" % (event.ppid, event.syscall))
+    entry = provisional.pop(id(proc), None)
+    if entry is not None and entry[0] is proc and proc.source == SOURCE_AUDIT:
+        proc.notes[:] = [note for note in proc.notes if note not in entry[1]]
 
 
 def _set_fact(proc, key, value):

@@ -1,0 +1,58 @@
+"""Audit as a lineage source (sigsleuth_merge.feed_audit_lineage) on hand-made audit events."""
+
+from ansible.module_utils.sigsleuth_audit import EVENT_FIELDS, AuditEvent
+from ansible.module_utils.sigsleuth_lineage import SOURCE_AUDIT, Lineage
+from ansible.module_utils.sigsleuth_merge import feed_audit_lineage
+
+MS = 1_000_000
+OFFSET = 1_700_000_000 * 1_000_000_000  # wall clock minus boot clock
+
+
+def event(serial, ms, syscall, pid, ppid, **fields):
+    values = dict.fromkeys(EVENT_FIELDS)
+    values.update(serial=serial, time_ns=OFFSET + ms * MS, syscall=syscall, success=True, pid=pid, ppid=ppid,
+                  uid=0, euid=0, auid=1000, ses=3, comm=fields.pop("comm", None), exe=fields.pop("exe", None),
+                  cwd="/srv", args=(0, 0, 0, 0), obj_pids=[], key="sigsleuth_" + (
+                      "kill" if syscall == "kill" else "fork" if syscall.startswith(("clone", "fork", "vfork"))
+                      else "exec"))
+    values.update(fields)
+    return AuditEvent(**values)
+
+
+def snapshot(pid, ppid, comm):
+    return {"pid": pid, "ppid": ppid, "comm": comm, "exe": "/usr/bin/" + comm, "start_boot_ns": 1, "argv": [comm],
+            "uid": 0, "threads": [pid]}
+
+
+def lineage_of(events):
+    lineage = Lineage([9], snapshot_time_ns=0)
+    lineage.add_snapshot([snapshot(1, 0, "init"), snapshot(100, 1, "daemon"), snapshot(200, 1, "agent")])
+    feed_audit_lineage(lineage, iter(events), OFFSET)
+    return lineage
+
+
+def test_posix_spawn_child_logged_before_its_parents_clone_keeps_no_unseen_notes():
+    # posix_spawn: the parent's clone3 returns (and is logged) only after the child's execve.
+    events = [
+        event(1, 10, "execve", 300, 100, comm="bash", exe="/usr/bin/bash", argv=["bash", "-c", "kill -9 200"]),
+        event(2, 9, "clone3", 100, 1, exit=300, child_pid=300),
+        event(3, 12, "kill", 300, 100, comm="bash", exe="/usr/bin/bash", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+    ]
+    (kill,) = lineage_of(events).kills
+    assert kill.sender.pid == 300 and kill.sender.source == SOURCE_AUDIT
+    assert kill.sender.start_ns == 9 * MS
+    assert [proc.pid for proc, _, _, _ in kill.chain] == [100, 1]
+    assert kill.sender.notes == []
+
+
+def test_a_process_whose_fork_never_comes_keeps_saying_so():
+    events = [
+        event(1, 10, "execve", 300, 100, comm="bash", exe="/usr/bin/bash", argv=["bash"]),
+        event(3, 12, "kill", 300, 100, comm="bash", exe="/usr/bin/bash", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+    ]
+    (kill,) = lineage_of(events).kills
+    assert [proc.pid for proc, _, _, _ in kill.chain] == [100, 1]
+    assert any("its fork was not audited" in note for note in kill.sender.notes), kill.sender.notes
+    assert any("neither its fork" in note for note in kill.sender.notes), kill.sender.notes
