@@ -16,7 +16,7 @@ from ansible.module_utils.sigsleuth_ftrace import TraceStats, iter_events
 from ansible.module_utils.sigsleuth_lineage import Lineage
 from ansible.module_utils.sigsleuth_merge import enrich_with_audit, feed_audit_lineage
 from ansible.module_utils.sigsleuth_procfs import (
-    PROC, START_TOLERANCE_NS, iter_snapshot, memory_hierarchy, read_process,
+    PROC, START_TOLERANCE_NS, is_zombie, iter_snapshot, memory_hierarchy, read_process,
 )
 from ansible.module_utils.sigsleuth_report import Clock, build_report
 from ansible.module_utils.sigsleuth_tracefs import read_loss_counters
@@ -217,6 +217,11 @@ def confirm_live_processes(lineage, proc=PROC):
             if abs(live["start_boot_ns"] - member.start_ns) > START_TOLERANCE_NS:
                 member.exited = True
                 member.notes.append("exited at an unknown time; pid %d now belongs to another process" % member.pid)
+                continue
+            if is_zombie(member.pid, proc):
+                # Where pid 1 does not reap, orphans stay zombies: still in /proc, but long dead.
+                member.exited = True
+                member.notes.append("exited at an unknown time; it is a zombie its parent has not reaped yet")
                 continue
             member.alive_confirmed = True
             for key in ("exe", "argv", "uid"):

@@ -43,6 +43,13 @@ def read_stat(pid, proc=PROC):
         return None
 
 
+def is_zombie(pid, proc=PROC):
+    """True when pid has exited but its parent has not reaped it yet (state Z, or X while being reaped)."""
+    raw = _read_bytes("%s/%d/stat" % (proc, pid))
+    fields = raw.rpartition(b")")[2].split() if raw else []
+    return bool(fields) and fields[0] in (b"Z", b"X")
+
+
 def start_boot_ns(pid, proc=PROC):
     """Start time of a live pid on the boot clock (ns), or None when it is gone."""
     stat = read_stat(pid, proc)

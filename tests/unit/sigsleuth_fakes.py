@@ -213,11 +213,12 @@ class FakeKernel:
 
 
 def make_fake_proc(root, processes):
-    """A fake /proc holding ``processes``: dicts with pid, ppid, comm, start_ticks, exe, argv, uid."""
+    """A fake /proc holding ``processes``: dicts with pid, ppid, comm, start_ticks, exe, argv, uid (and
+    optionally state, default S)."""
     for entry in processes:
         base = os.path.join(root, str(entry["pid"]))
         os.makedirs(os.path.join(base, "task", str(entry["pid"])))
-        tail = ["S", str(entry["ppid"])] + ["0"] * 17 + [str(entry["start_ticks"])] + ["0"] * 5
+        tail = [entry.get("state", "S"), str(entry["ppid"])] + ["0"] * 17 + [str(entry["start_ticks"])] + ["0"] * 5
         _write_file(os.path.join(base, "stat"), "%d (%s) %s\n" % (entry["pid"], entry["comm"], " ".join(tail)))
         _write_file(os.path.join(base, "cmdline"), "".join(arg + "\0" for arg in entry["argv"]))
         _write_file(os.path.join(base, "status"), "Name:\t%s\nUid:\t%d\t%d\t%d\t%d\n" % ((entry["comm"],) +

@@ -56,3 +56,28 @@ def test_a_process_whose_fork_never_comes_keeps_saying_so():
     assert [proc.pid for proc, _, _, _ in kill.chain] == [100, 1]
     assert any("its fork was not audited" in note for note in kill.sender.notes), kill.sender.notes
     assert any("neither its fork" in note for note in kill.sender.notes), kill.sender.notes
+
+
+def test_a_zombie_sender_is_reported_exited(tmp_path):
+    """Audit has no exit events: /proc settles who is still alive, and a zombie there is not."""
+    from ansible.module_utils.sigsleuth_collect import confirm_live_processes
+    from ansible.module_utils.sigsleuth_procfs import NS_PER_TICK
+    from sigsleuth_fakes import make_fake_proc
+
+    events = [
+        event(1, 9, "clone", 100, 1, exit=300, child_pid=300),
+        event(2, 10, "execve", 300, 100, comm="kill", exe="/usr/bin/kill", argv=["kill", "-9", "200"]),
+        event(3, 12, "kill", 300, 1, comm="kill", exe="/usr/bin/kill", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+    ]
+    lineage = lineage_of(events)
+    start_ticks = 9 * MS // NS_PER_TICK
+    make_fake_proc(str(tmp_path), [
+        dict(pid=300, ppid=1, comm="kill", start_ticks=start_ticks, exe="/usr/bin/kill", argv=[], uid=0, state="Z"),
+        dict(pid=100, ppid=1, comm="daemon", start_ticks=0, exe="/usr/bin/daemon", argv=["daemon"], uid=0),
+    ])
+    confirm_live_processes(lineage, str(tmp_path))
+    (kill,) = lineage.kills
+    assert kill.sender.exited is True and kill.sender.alive_confirmed is False
+    assert any("zombie" in note for note in kill.sender.notes), kill.sender.notes
+    assert kill.chain[0][0].exited is False  # the daemon, alive: same start time as in the snapshot
