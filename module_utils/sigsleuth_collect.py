@@ -72,7 +72,10 @@ def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, au
                       memory_hierarchy=memory_hierarchy(proc))
     sources["snapshot"] = _read_snapshot(lineage, snapshot)
     traced = False
-    if ftrace is not None:
+    if ftrace is not None and ftrace.get("armed_at_ns") is None:
+        sources["ftrace"] = {"armed": False, "reason": "arming ftrace did not complete on this host (the state "
+                                                      "records no arm time): run playbooks/arm.yml again"}
+    elif ftrace is not None:
         sources["ftrace"] = _read_trace(lineage, ftrace, clock, loss, trace_file)
         traced = "error" not in sources["ftrace"]
     else:
