@@ -110,6 +110,11 @@ def kill_dict(kill, clock, loss):
         "ancestry": ancestry,
         "gaps": chain_gaps(kill, loss, clock),
     }
+    # Audit alone records neither the siginfo code nor the delivery result: left out, not guessed.
+    if kill.code is None:
+        del record["si_code"]
+    if kill.result is None:
+        del record["result"]
     if kill.syscall_args is not None:
         record["syscall"] = dict(kill.syscall_args)
     if kill.trigger is not None:

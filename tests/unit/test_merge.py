@@ -81,3 +81,21 @@ def test_a_zombie_sender_is_reported_exited(tmp_path):
     assert kill.sender.exited is True and kill.sender.alive_confirmed is False
     assert any("zombie" in note for note in kill.sender.notes), kill.sender.notes
     assert kill.chain[0][0].exited is False  # the daemon, alive: same start time as in the snapshot
+
+
+def test_an_audit_only_kill_leaves_out_what_audit_does_not_record():
+    """No siginfo code and no delivery result in audit: the report leaves them out rather than say null."""
+    from ansible.module_utils.sigsleuth_collect import Loss
+    from ansible.module_utils.sigsleuth_report import Clock, kill_dict
+
+    events = [
+        event(1, 9, "clone", 100, 1, exit=300, child_pid=300),
+        event(2, 10, "execve", 300, 100, comm="kill", exe="/usr/bin/kill", argv=["kill", "-9", "200"]),
+        event(3, 12, "kill", 300, 100, comm="kill", exe="/usr/bin/kill", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+    ]
+    (kill,) = lineage_of(events).kills
+    record = kill_dict(kill, Clock(OFFSET), Loss())
+    assert "si_code" not in record and "result" not in record, record
+    assert record["sender"]["auid"] == 1000 and record["sender"]["facts_from"]["auid"] == "audit"
+    assert record["audit"]["syscall"] == "kill" and record["audit"]["key"] == "sigsleuth_kill"
