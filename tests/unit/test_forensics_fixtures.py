@@ -1,0 +1,73 @@
+"""Issue 4's kill mechanisms replayed from traces captured on a real kernel.
+
+tests/integration/test_forensics.py staged each case for real (SIGSLEUTH_CAPTURE_FIXTURES=1) and saved its
+slice of the live trace as tests/fixtures/ftrace/forensics_<case>.trace, with a .truth holding the ground
+truth, the arm-time snapshot entries of the processes involved (and their ancestors), the armed signals and
+the clock offset. Here each slice goes through the parser and the lineage engine alone, and the kill records
+are checked with the same checker as the integration test: sender pid/tid, victim pid/tid, mechanism, origin,
+evidence, ancestry and the case's own facts.
+"""
+
+import datetime
+import json
+import os
+
+import pytest
+
+from ansible.module_utils.sigsleuth_collect import Loss
+from ansible.module_utils.sigsleuth_ftrace import TraceStats, iter_events
+from ansible.module_utils.sigsleuth_lineage import Lineage
+from ansible.module_utils.sigsleuth_report import Clock, kill_dict
+from tests.integration.forensics_stage import CASE_NAMES, check_case
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "ftrace")
+SLACK_NS = 50_000_000
+# What the engine still gets wrong on these traces (as tests/integration/test_forensics.py in ftrace mode).
+KNOWN_WRONG = {
+    "repeated_send": (
+        "a second SIGKILL that reaches the victim after its sched_process_exit (a zombie, res=1) is not folded: "
+        "the exit pruned the victim's incarnation, so a second record with an unseen victim appears"),
+}
+
+
+def iso(realtime_ns):
+    seconds, nanos = divmod(int(realtime_ns), 1_000_000_000)
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + ".%06dZ" % (nanos // 1000)
+
+
+def replay(case):
+    base = os.path.join(FIXTURES, "forensics_%s" % case)
+    with open(base + ".truth") as handle:
+        truth = json.load(handle)
+    lineage = Lineage(truth["signals"], snapshot_time_ns=truth["snapshot_time_ns"],
+                      memory_hierarchy=truth["memory_hierarchy"])
+    lineage.add_snapshot(truth["snapshot"])
+    stats = TraceStats()
+    with open(base + ".trace", "rb") as stream:
+        for event in iter_events(stream, stats):
+            lineage.feed(event)
+    clock = Clock(truth["clock_offset_ns"])
+    return truth, [kill_dict(kill, clock, Loss()) for kill in lineage.kills], stats
+
+
+def case_param(name):
+    marks = [pytest.mark.xfail(strict=True, reason=KNOWN_WRONG[name])] if name in KNOWN_WRONG else []
+    return pytest.param(name, id=name, marks=marks)
+
+
+@pytest.mark.parametrize("case", [case_param(name) for name in CASE_NAMES])
+def test_captured_case_is_attributed(case):
+    truth, kills, _stats = replay(case)
+    t0, t1 = truth["window"]["real_ns"]
+    problems = check_case(kills, truth, ("ftrace",), (iso(t0 - SLACK_NS), iso(t1 + SLACK_NS)))
+    assert not problems, "%d problem(s) replaying %s:\n%s" % (len(problems), case, "\n".join(problems))
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_captured_trace_parses_cleanly(case):
+    """Every line of a real capture is a record, a comment or a continuation of a record (hostile names)."""
+    truth, _kills, stats = replay(case)
+    assert stats.malformed == 0, "%d lines of forensics_%s.trace were not understood" % (stats.malformed, case)
+    assert stats.events > 0
+    assert truth["kills"], "the fixture holds no expected kill"
