@@ -56,7 +56,9 @@ KILL_SYSCALLS_A1 = ("kill", "tkill", "pidfd_send_signal", "rt_sigqueueinfo")
 KILL_SYSCALLS_A2 = ("tgkill", "rt_tgsigqueueinfo")
 KILL_SYSCALLS = KILL_SYSCALLS_A1 + KILL_SYSCALLS_A2
 EXEC_SYSCALLS = ("execve", "execveat")
-FORK_SYSCALLS = ("clone", "fork", "vfork", "clone3")
+# unshare(CLONE_NEWPID) puts the caller's later children in a new pid namespace, where fork's return value is a
+# namespace-local pid: the merge must know, or it would take that pid for a global one.
+FORK_SYSCALLS = ("clone", "fork", "vfork", "clone3", "unshare")
 OUR_SYSCALLS = frozenset(KILL_SYSCALLS + EXEC_SYSCALLS + FORK_SYSCALLS)
 _KILL_A1, _KILL_A2, _FORKS = frozenset(KILL_SYSCALLS_A1), frozenset(KILL_SYSCALLS_A2), frozenset(FORK_SYSCALLS)
 
@@ -75,15 +77,16 @@ ARCHES = {
 _BUILTIN_TABLES = {
     "x86_64": {"kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
                "pidfd_send_signal": 424, "execve": 59, "execveat": 322, "clone": 56, "fork": 57,
-               "vfork": 58, "clone3": 435},
+               "vfork": 58, "clone3": 435, "unshare": 272},
     "i386": {"kill": 37, "tkill": 238, "tgkill": 270, "rt_sigqueueinfo": 178, "rt_tgsigqueueinfo": 335,
              "pidfd_send_signal": 424, "execve": 11, "execveat": 358, "clone": 120, "fork": 2,
-             "vfork": 190, "clone3": 435},
+             "vfork": 190, "clone3": 435, "unshare": 310},
     "aarch64": {"kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
-                "pidfd_send_signal": 424, "execve": 221, "execveat": 281, "clone": 220, "clone3": 435},
+                "pidfd_send_signal": 424, "execve": 221, "execveat": 281, "clone": 220, "clone3": 435,
+                "unshare": 97},
     "arm": {"kill": 37, "tkill": 238, "tgkill": 268, "rt_sigqueueinfo": 178, "rt_tgsigqueueinfo": 363,
             "pidfd_send_signal": 424, "execve": 11, "execveat": 387, "clone": 120, "fork": 2, "vfork": 190,
-            "clone3": 435},
+            "clone3": 435, "unshare": 337},
 }
 _SYSCALL_NAMES = {arch: {nr: name for name, nr in table.items()} for arch, table in _BUILTIN_TABLES.items()}
 # machine -> (its 64-bit audit arch, its 32-bit compat arch)

@@ -123,6 +123,7 @@ class Lineage:
             self._handlers["sys_enter_" + name] = self._syscall_enter_handler(name)
             self._handlers["sys_exit_" + name] = self._on_syscall_exit
         self.exited_tids = {}     # tid -> ts of its exit, the newest RECENT_LIMIT
+        self.recently_exited = {}  # pid -> exited Process, the newest RECENT_LIMIT: a zombie still holds its pid
         self.in_small_write = {}  # tid -> ts of its last write(2) of at most 2 bytes (cgroup.kill takes "1")
         self._handlers["sys_enter_write"] = self._on_small_write
         self._handlers["sys_enter_prlimit64"] = self._on_prlimit
@@ -206,6 +207,7 @@ class Lineage:
         parent = self.process_of(parent_tid, parent_tgid, ts)
         self.thread_group.pop(child, None)
         self.exited_tids.pop(child, None)
+        self.recently_exited.pop(child, None)
         old = self.by_pid.get(child)
         if old is not None and not old.exited and self._same_as_forked(old, ts, source):
             # Known already: forked between enabling the trace and taking the snapshot, or (audit) seen
@@ -292,6 +294,7 @@ class Lineage:
             return
         proc.exited = True
         proc.exit_ns = ts
+        _remember(self.recently_exited, leader, proc)
         self._forget(proc)
 
     def _forget(self, proc):
@@ -356,7 +359,8 @@ class Lineage:
         if sig not in self.signals:
             return
         victim_tgid = self.thread_group.get(target_tid, target_tid)
-        victim = self.process_of(target_tid, victim_tgid, ts)
+        victim = self.by_pid.get(victim_tgid) or self.recently_exited.get(victim_tgid) \
+            or self.process_of(target_tid, victim_tgid, ts)
         fold_key = (id(victim), sig)
         previous = self._last_kill.get(fold_key)
         if previous is not None and result != 0:

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from ansible.module_utils.sigsleuth_lineage import CLONE_THREAD, SOURCE_AUDIT, SOURCE_UNSEEN, Kill
 
+CLONE_NEWPID = 0x20000000
+SIGKILL = 9
+
 FORK_SYSCALLS = frozenset(("clone", "clone3", "fork", "vfork"))
 EXEC_SYSCALLS = frozenset(("execve", "execveat"))
 KILL_SYSCALLS = frozenset(("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo"))
@@ -30,13 +33,6 @@ def _identity(event):
     return {name: getattr(event, name) for name in IDENTITY_FIELDS if getattr(event, name) is not None}
 
 
-def _victim_pids(event):
-    pids = [entry.get("pid") for entry in event.obj_pids or () if entry.get("pid")]
-    if not pids and event.target_pid and event.target_pid > 0:
-        pids = [event.target_pid]
-    return pids
-
-
 # ---------------------------------------------------------------- audit-only
 
 def feed_audit_lineage(lineage, events, offset_ns):
@@ -44,32 +40,55 @@ def feed_audit_lineage(lineage, events, offset_ns):
     signals = lineage.signals
     # Notes given to a process because its fork had not been read yet: id(process) -> (process, notes).
     provisional = {}
+    # Pid namespaces: fork returns the child's pid as the parent's namespace sees it, while audit's pid= and
+    # ppid= are global. A process inside a child namespace gets its forks ignored (its children are linked
+    # by their ppid when they act); an unshare(CLONE_NEWPID) caller's later children live in a new one.
+    in_child_ns = set()
+    unsharers = set()
+    sigkilled = {}  # id(victim) -> its SIGKILL record: a second SIGKILL can only reach a dying process
     for event in events:
         if not event.success:
             continue
         ts = event.time_ns - offset_ns
         name = event.syscall
-        if name in FORK_SYSCALLS:
-            if event.child_pid and event.child_pid > 0:
-                thread = None  # clone3 keeps its flags in memory audit does not record
-                if name == "clone":
-                    thread = bool(event.args[0] & CLONE_THREAD)
-                elif name in ("fork", "vfork"):
-                    thread = False
-                proc = lineage.fork(ts, event.pid, event.pid, event.child_pid, thread=thread, source=SOURCE_AUDIT)
+        if name == "unshare":
+            if event.args[0] & CLONE_NEWPID:
+                unsharers.add(id(lineage.process_of(event.pid, event.pid, ts)))
+        elif name in FORK_SYSCALLS:
+            parent = lineage.process_of(event.pid, event.pid, ts)
+            _name_from(parent, event.comm)
+            if not event.child_pid or event.child_pid <= 0:
+                continue
+            if id(parent) in in_child_ns:
+                continue  # a namespace-local pid: the child is linked by its ppid when it acts
+            thread = None  # clone3 keeps its flags in memory audit does not record
+            if name == "clone":
+                thread = bool(event.args[0] & CLONE_THREAD)
+            elif name in ("fork", "vfork"):
+                thread = False
+            proc = lineage.fork(ts, event.pid, event.pid, event.child_pid, thread=thread, source=SOURCE_AUDIT)
+            if proc is not None:
                 _settle_provisional(proc, provisional)
+                if id(parent) in unsharers or (name == "clone" and event.args[0] & CLONE_NEWPID):
+                    in_child_ns.add(id(proc))
         elif name in EXEC_SYSCALLS:
-            _adopt_unseen(lineage, event, ts, provisional)
+            _adopt_unseen(lineage, event, ts, provisional, in_child_ns)
             proc = lineage.exec(ts, event.pid, event.exe, source=SOURCE_AUDIT, comm=event.comm, argv=event.argv)
             for key, value in _identity(event).items():
                 _set_fact(proc, key, value)
         elif name in KILL_SYSCALLS and event.signal in signals:
-            _adopt_unseen(lineage, event, ts, provisional)
+            _adopt_unseen(lineage, event, ts, provisional, in_child_ns)
             sender = lineage.process_of(event.pid, event.pid, ts)
+            _name_from(sender, event.comm)
             for key, value in _identity(event).items():
                 _set_fact(sender, key, value)
-            for victim_pid in _victim_pids(event):
+            for victim_pid, victim_comm in _victims(event):
                 victim = lineage.process_of(victim_pid, None, ts)
+                _name_from(victim, victim_comm)
+                earlier = sigkilled.get(id(victim)) if event.signal == SIGKILL else None
+                if earlier is not None:
+                    earlier.count += 1
+                    continue
                 kill = Kill(ts_ns=ts, signal=event.signal, code=None, errno=None, result=None, group=None,
                             sender=sender, sender_tid=None, victim=victim,
                             victim_tid=event.target_tid or victim_pid, chain=[], mechanism=name, origin="user",
@@ -78,9 +97,26 @@ def feed_audit_lineage(lineage, events, offset_ns):
                             trigger=None, oom=None)
                 kill.audit = _kill_audit(event, offset_ns)
                 lineage.record_kill(kill)
+                if event.signal == SIGKILL:
+                    sigkilled[id(victim)] = kill
 
 
-def _adopt_unseen(lineage, event, ts, provisional):
+def _name_from(proc, comm):
+    """Audit records the task's name at each syscall: the newest one is its name now (prctl renames too)."""
+    if comm is not None and comm != proc.comm:
+        proc.comm = comm
+        proc.facts_from["comm"] = SOURCE_AUDIT
+
+
+def _victims(event):
+    """(pid, name at the kill) of each target; the name is None when audit gave no OBJ_PID record."""
+    targets = [(entry.get("pid"), entry.get("comm")) for entry in event.obj_pids or () if entry.get("pid")]
+    if not targets and event.target_pid and event.target_pid > 0:
+        targets = [(event.target_pid, None)]
+    return targets
+
+
+def _adopt_unseen(lineage, event, ts, provisional, in_child_ns):
     """A process whose fork was not audited (its parent predates audit being enabled) gets the ppid audit
     recorded as its parent, with a note: that may be an adopter if the real parent had already exited.
 
@@ -95,9 +131,13 @@ def _adopt_unseen(lineage, event, ts, provisional):
         if parent is not None:
             proc.parent = parent
             parent.live_children += 1
-            proc.notes.append("its fork was not audited; its parent is the ppid %d audit recorded at %s, which is "
-                              "the adopting process instead if the real parent had already exited"
-                              % (event.ppid, event.syscall))
+            if id(parent) in in_child_ns:
+                in_child_ns.add(id(proc))
+                why = "it was forked inside a pid namespace, where fork returns namespace-local pids"
+            else:
+                why = "its fork was not audited"
+            proc.notes.append("%s; its parent is the ppid %d audit recorded at %s, which is the adopting process "
+                              "instead if the real parent had already exited" % (why, event.ppid, event.syscall))
     provisional[id(proc)] = (proc, list(proc.notes))
 
 
@@ -154,7 +194,7 @@ def enrich_with_audit(lineage, events, offset_ns):
             unmatched += not matched
         elif name in EXEC_SYSCALLS and event.success and event.pid in interest:
             ts = event.time_ns - offset_ns
-            proc = _incarnation_at(interest[event.pid], ts)
+            proc = _incarnation_at(interest[event.pid], event, ts)
             if proc is not None:
                 execs.setdefault(id(proc), []).append((ts, event))
     for kill in lineage.kills:
@@ -171,16 +211,27 @@ def _members(kill):
 
 
 def _targets(event, kill):
-    victims = _victim_pids(event)
+    victims = [pid for pid, _ in _victims(event)]
     return not victims or kill.victim.pid in victims or (event.target_pid or 0) < 0
 
 
-def _incarnation_at(procs, ts):
+def _incarnation_at(procs, event, ts):
+    """The incarnation that made an audited exec at ts, or None.
+
+    Audit stamps come from a coarse clock read at syscall entry: never later than the real moment, up to a
+    tick earlier. So an exec belongs to a life that began at most LIFE_SLACK_NS after the stamp and had not
+    ended before it. Within that tick a reused pid is still ambiguous: audit's ppid must then match too.
+    """
     for proc in procs:
         start = proc.start_ns if proc.start_ns is not None else proc.known_since_ns
-        end = proc.exit_ns
-        if (start is None or ts >= start - LIFE_SLACK_NS) and (end is None or ts <= end + LIFE_SLACK_NS):
-            return proc
+        if start is not None and ts < start - LIFE_SLACK_NS:
+            continue
+        if proc.exit_ns is not None and ts > proc.exit_ns:
+            continue
+        parent = proc.parent
+        if event.ppid and parent is not None and event.ppid != parent.pid and not parent.exited:
+            continue  # its parent is alive and is not the exec'ing process's parent: another incarnation
+        return proc
     return None
 
 

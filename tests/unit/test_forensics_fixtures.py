@@ -23,11 +23,7 @@ from tests.integration.forensics_stage import CASE_NAMES, check_case
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "ftrace")
 SLACK_NS = 50_000_000
 # What the engine still gets wrong on these traces (as tests/integration/test_forensics.py in ftrace mode).
-KNOWN_WRONG = {
-    "repeated_send": (
-        "a second SIGKILL that reaches the victim after its sched_process_exit (a zombie, res=1) is not folded: "
-        "the exit pruned the victim's incarnation, so a second record with an unseen victim appears"),
-}
+KNOWN_WRONG = {}
 
 
 def iso(realtime_ns):

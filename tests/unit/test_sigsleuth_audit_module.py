@@ -152,8 +152,8 @@ def test_rules_have_the_signal_in_the_right_argument():
         "-a always,exit -F arch=b32 -S tgkill,rt_tgsigqueueinfo -F a2=0xF -F key=sigsleuth_kill",
         "-a always,exit -F arch=b64 -S execve,execveat -F success=1 -F key=sigsleuth_exec",
         "-a always,exit -F arch=b32 -S execve,execveat -F success=1 -F key=sigsleuth_exec",
-        "-a always,exit -F arch=b64 -S clone,fork,vfork,clone3 -F success=1 -F key=sigsleuth_fork",
-        "-a always,exit -F arch=b32 -S fork,clone,vfork,clone3 -F success=1 -F key=sigsleuth_fork",
+        "-a always,exit -F arch=b64 -S clone,fork,vfork,unshare,clone3 -F success=1 -F key=sigsleuth_fork",
+        "-a always,exit -F arch=b32 -S fork,clone,vfork,unshare,clone3 -F success=1 -F key=sigsleuth_fork",
     ]
 
 
@@ -161,7 +161,7 @@ def test_syscalls_an_abi_lacks_are_left_out():
     old_b32 = {name: nr for name, nr in TABLES["b32"].items() if name not in ("clone3", "pidfd_send_signal")}
     rules = audit.build_rules([9], ["b32"], {"b32": old_b32}, fork_rules=True)
     assert rules[0] == "-a always,exit -F arch=b32 -S kill,rt_sigqueueinfo,tkill -F a1=0x9 -F key=sigsleuth_kill"
-    assert rules[-1] == "-a always,exit -F arch=b32 -S fork,clone,vfork -F success=1 -F key=sigsleuth_fork"
+    assert rules[-1] == "-a always,exit -F arch=b32 -S fork,clone,vfork,unshare -F success=1 -F key=sigsleuth_fork"
 
 
 def test_arm_starts_auditd_and_loads_the_rules(env):
