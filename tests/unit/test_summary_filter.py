@@ -137,3 +137,15 @@ def test_filters_are_registered():
     filters = FilterModule().filters()
     assert filters["sigsleuth_summary"] is sigsleuth_summary
     assert filters["sigsleuth_md_escape"] is md_escape
+
+
+def test_kernel_kill_shows_the_trigger_as_not_the_sender():
+    from sigsleuth_summary import sigsleuth_summary as render
+    kill = {"time": "2026-11-26T07:00:00.000000Z", "signal": {"number": 9, "name": "SIGKILL"}, "origin": "kernel",
+            "mechanism": "oom_kill", "victim": {"pid": 10, "comm": "hog", "exited": True}, "sender": None,
+            "trigger": {"pid": 20, "comm": "alloc`er", "exited": False}, "ancestry": [], "gaps": [],
+            "evidence": ["ftrace:signal_generate", "ftrace:mark_victim"]}
+    text = render({"h": {"report": {"host": "h", "kills": [kill], "sources": {}}, "error": None}})
+    assert "no sending process (origin kernel)" in text
+    assert "not the sender" in text and "alloc\\`er" in text
+    assert "Evidence: ftrace:signal\\_generate, ftrace:mark\\_victim" in text

@@ -101,6 +101,12 @@ def _kill_lines(kill):
             depth += 1
     else:
         lines.append(TREE_INDENT * depth + "- ← no sending process (origin %s)" % md_escape(kill.get("origin")))
+        if kill.get("trigger"):
+            lines.append(TREE_INDENT * (depth + 1) + "- running when the kernel sent it (not the sender): "
+                         + _process(kill["trigger"]))
+    if kill.get("evidence"):
+        lines.append("")
+        lines.append("Evidence: " + ", ".join(md_escape(item) for item in kill["evidence"]))
     gaps = kill.get("gaps") or []
     if gaps:
         lines.append("")
