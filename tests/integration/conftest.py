@@ -43,11 +43,12 @@ def host_baseline(arm_lock):
 
 @pytest.fixture
 def scenarios(tmp_path):
-    """Factory: scenarios("seed", "now") stages a scenario; all are stopped and reaped after the test."""
+    """Factory: scenarios("seed", "now") stages a scenario; all are stopped and reaped after the test.
+    (preexec_fn: see StagedScenario.)"""
     staged = []
 
-    def start(name, reap="now", storm=None):
-        scenario = StagedScenario(name, reap, str(tmp_path), storm=storm)
+    def start(name, reap="now", storm=None, preexec_fn=None):
+        scenario = StagedScenario(name, reap, str(tmp_path), storm=storm, preexec_fn=preexec_fn)
         staged.append(scenario)
         return scenario
 

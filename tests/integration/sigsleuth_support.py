@@ -80,10 +80,11 @@ def parse_recap(stdout):
     return recap
 
 
-def run_playbook(name, *args, expect_rc=0, timeout=900):
-    """Run playbooks/<name> from the project root; fail the test with the output when rc is not expected."""
+def run_playbook(name, *args, expect_rc=0, timeout=900, env=None):
+    """Run playbooks/<name> from the project root; fail the test with the output when rc is not expected.
+    `env` adds to (or overrides) the environment it runs in, which the modules on this host inherit."""
     argv = [ansible_playbook_path(), os.path.join("playbooks", name)] + list(args)
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", **(env or {}))
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     run = PlaybookRun(argv, proc)
     if expect_rc is not None and run.rc != expect_rc:
@@ -129,6 +130,18 @@ def audit_rules():
 
 
 def auditd_running():
+    """Whether the kernel has an audit daemon registered (`auditctl -s`: pid not 0).
+
+    Not "an auditd process exists": a stopped auditd lingers for a moment after it has let go of the kernel,
+    and a starting one exists before it registers, so a process check taken at the wrong moment disagrees
+    with what audit does. Without auditctl, the process check is all there is.
+    """
+    auditctl = shutil.which("auditctl") or ("/usr/sbin/auditctl" if os.path.exists("/usr/sbin/auditctl") else None)
+    if auditctl is not None:
+        proc = subprocess.run([auditctl, "-s"], capture_output=True, text=True, env=dict(os.environ, LC_ALL="C"))
+        for line in proc.stdout.splitlines():
+            if line.startswith("pid "):
+                return line.split()[1] not in ("0", "")
     return bool(pids_matching(lambda pid, comm, args: comm == "auditd"))
 
 
@@ -262,7 +275,9 @@ class StagedScenario:
     """A scenario whose supervisor is our own child (start --foreground), so we are its real fork parent and
     we reap it; its processes are up (state "ready") when the constructor returns."""
 
-    def __init__(self, name, reap, workdir, storm=None):
+    def __init__(self, name, reap, workdir, storm=None, preexec_fn=None):
+        """preexec_fn runs in the supervisor's process before it execs (e.g. to give it a login uid or a
+        controlling terminal, which every process of the scenario then inherits)."""
         self.name = name
         self.reap = reap
         self.state_path = os.path.join(workdir, "scenario-%s-%s.json" % (name, reap))
@@ -271,7 +286,8 @@ class StagedScenario:
         if storm is not None:
             argv += ["--storm", str(storm)]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=preexec_fn)
         self.stopped = False
         self.ready = self._wait_for("ready", timeout=60)
 
