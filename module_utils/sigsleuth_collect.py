@@ -181,7 +181,7 @@ def _read_audit(lineage, audit, offset_arm, loss, traced, audit_log, run):
     events = iter_audit_events(audit_log or audit.get("log_file"), since_ns=audit.get("armed_at_ns"), stats=stats)
     try:
         if traced:
-            source["kills_only_audit_saw"] = enrich_with_audit(lineage, events, offset_arm)
+            source["kills_only_audit_saw"] = enrich_with_audit(lineage, events, offset_arm, loss.until_ns)
         else:
             feed_audit_lineage(lineage, events, offset_arm)
     except (OSError, ValueError) as exc:

@@ -47,7 +47,7 @@ class Process:
     __slots__ = (
         "pid", "start_ns", "parent", "comm", "exe", "argv", "uid", "exit_ns", "exited", "source",
         "known_since_ns", "live_children", "notes", "alive_confirmed", "ppid_hint", "facts_from", "rlimits",
-        "ns_pid", "cgroup", "memory_cgroup", "extra",
+        "ns_pid", "cgroup", "memory_cgroup", "extra", "exec_times",
     )
 
     def __init__(self, pid, start_ns, parent, comm, exe, source, known_since_ns):
@@ -72,6 +72,7 @@ class Process:
         self.cgroup = None         # unified (v2) hierarchy path
         self.memory_cgroup = None  # v1 memory controller path
         self.extra = {}  # identity facts only audit knows: auid, euid, ses, tty, cwd
+        self.exec_times = None  # boot ns of each exec seen since arming
 
     def __repr__(self):
         return "Process(%d %r start=%s exited=%s)" % (self.pid, self.comm, self.start_ns, self.exited)
@@ -255,6 +256,10 @@ class Lineage:
         """pid exec'd filename at ts; returns the process."""
         proc = self.process_of(pid, pid, ts)
         proc.exe = filename
+        if proc.exec_times is None:
+            proc.exec_times = [ts]
+        else:
+            proc.exec_times.append(ts)
         if comm is None:
             # The kernel names the task after the last path component of the exec'd file, cut to 15 bytes.
             base = filename.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[:15]

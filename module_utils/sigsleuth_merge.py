@@ -24,8 +24,12 @@ EXEC_SYSCALLS = frozenset(("execve", "execveat"))
 KILL_SYSCALLS = frozenset(("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo"))
 # How far apart the two witnesses' stamps of one kill may be: the audit clock is coarse (up to a tick behind).
 KILL_MATCH_NS = 50_000_000
-# An exec is attributed to an incarnation whose life covers its stamp, with this much slack at the ends.
+# An audited exec matches a traced one stamped this much earlier (coarse clock) ...
 LIFE_SLACK_NS = 20_000_000
+# ... or up to this much later (the trace fires once the new program is loaded).
+EXEC_MATCH_NS = 500_000_000
+UNTRACED_EXEC_NOTE = ("audit facts from an exec the trace did not see (trace events were lost then): "
+                      "attributed by time alone")
 IDENTITY_FIELDS = ("uid", "auid", "euid", "ses", "tty", "cwd")
 
 
@@ -157,12 +161,12 @@ def _set_fact(proc, key, value):
 
 def _kill_audit(event, offset_ns):
     return {"serial": event.serial, "time_ns": event.time_ns, "key": event.key, "syscall": event.syscall,
-            "ppid": event.ppid, "argv": event.argv, "argv_source": event.argv_source, "exe": event.exe}
+            "ppid": event.ppid, "exe": event.exe}
 
 
 # ---------------------------------------------------------------- combined
 
-def enrich_with_audit(lineage, events, offset_ns):
+def enrich_with_audit(lineage, events, offset_ns, loss_until_ns=None):
     """Add audit's facts to the kills ftrace found; returns how many armed-signal kill events audit had
     that no traced kill matches (a sign that the trace lost them)."""
     interest = {}
@@ -194,7 +198,7 @@ def enrich_with_audit(lineage, events, offset_ns):
             unmatched += not matched
         elif name in EXEC_SYSCALLS and event.success and event.pid in interest:
             ts = event.time_ns - offset_ns
-            proc = _incarnation_at(interest[event.pid], event, ts)
+            proc = _incarnation_at(interest[event.pid], event, ts, loss_until_ns)
             if proc is not None:
                 execs.setdefault(id(proc), []).append((ts, event))
     for kill in lineage.kills:
@@ -215,23 +219,31 @@ def _targets(event, kill):
     return not victims or kill.victim.pid in victims or (event.target_pid or 0) < 0
 
 
-def _incarnation_at(procs, event, ts):
+def _incarnation_at(procs, event, ts, loss_until_ns):
     """The incarnation that made an audited exec at ts, or None.
 
-    Audit stamps come from a coarse clock read at syscall entry: never later than the real moment, up to a
-    tick earlier. So an exec belongs to a life that began at most LIFE_SLACK_NS after the stamp and had not
-    ended before it. Within that tick a reused pid is still ambiguous: audit's ppid must then match too.
+    The trace saw every exec since arming, so an audited exec belongs to the incarnation with a traced exec
+    at that moment: the audit stamp is read at syscall entry from a coarse clock (up to a tick early) and
+    the trace's sched_process_exec fires when loading is done (later still). Matching lives instead would
+    give a reused pid's newcomer to the old process. Only where trace events were lost does a life that
+    covers the stamp stand in, with a note.
     """
+    best = None
+    for proc in procs:
+        for traced in proc.exec_times or ():
+            distance = traced - ts
+            if -LIFE_SLACK_NS <= distance <= EXEC_MATCH_NS and (best is None or abs(distance) < best[0]):
+                best = (abs(distance), proc)
+    if best is not None:
+        return best[1]
+    if loss_until_ns is None or ts > loss_until_ns:
+        return None
     for proc in procs:
         start = proc.start_ns if proc.start_ns is not None else proc.known_since_ns
-        if start is not None and ts < start - LIFE_SLACK_NS:
-            continue
-        if proc.exit_ns is not None and ts > proc.exit_ns:
-            continue
-        parent = proc.parent
-        if event.ppid and parent is not None and event.ppid != parent.pid and not parent.exited:
-            continue  # its parent is alive and is not the exec'ing process's parent: another incarnation
-        return proc
+        if (start is None or ts >= start - LIFE_SLACK_NS) and (proc.exit_ns is None or ts <= proc.exit_ns):
+            if UNTRACED_EXEC_NOTE not in proc.notes:
+                proc.notes.append(UNTRACED_EXEC_NOTE)
+            return proc
     return None
 
 
@@ -259,7 +271,9 @@ def _apply(kill, match, execs, offset_ns):
         kill.mechanism = event.syscall
     sender_facts = kill.audit_facts.setdefault(id(kill.sender), {})
     sender_facts.update(_identity(event))
-    if "argv" not in sender_facts and event.argv is not None:
+    # A kill's PROCTITLE can be the one audit cached before the sender's last exec: trust it only when the
+    # sender has not exec'd since arming.
+    if "argv" not in sender_facts and event.argv is not None and not kill.sender.exec_times:
         sender_facts["argv"] = event.argv
     parent = kill.sender.parent
     if event.ppid is not None and parent is not None and event.ppid != parent.pid:
