@@ -212,7 +212,7 @@ from ansible.module_utils.sigsleuth_audit import (
     start_auditd, stop_auditd, supported_abis, syscall_table,
 )
 from ansible.module_utils.sigsleuth_common import (
-    STATE_DIR, StateStore, atomic_write, iso_utc, parse_signals, signal_name,
+    STATE_DIR, ModuleRunner, StateStore, atomic_write, fail_from, iso_utc, parse_signals, signal_name,
 )
 
 SECTION = "audit"
@@ -240,20 +240,6 @@ def build_module():
         ),
         supports_check_mode=True,
     )
-
-
-class Runner:
-    """AnsibleModule.run_command in the (argv) -> (rc, stdout, stderr) shape sigsleuth_audit expects."""
-
-    def __init__(self, module):
-        self.module = module
-
-    def __call__(self, argv):
-        return self.module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"})
-
-
-def fail(module, exc, **kwargs):
-    module.fail_json(msg=exc.msg, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, **kwargs)
 
 
 def auditctl_installed(module):
@@ -317,7 +303,7 @@ def foreign_never_rules(loaded):
 
 def arm(module, store, section):
     params = module.params
-    run = Runner(module)
+    run = ModuleRunner(module)
     rules_file = PATHS["rules_file"]
     section = dict(section or {})
     result = dict(changed=False, rules_added=[], rules_removed=[], installed_auditd=False,
@@ -347,7 +333,7 @@ def arm(module, store, section):
         log_format = read_auditd_conf(params["auditd_conf"]).get("log_format", "RAW").upper()
         status = audit_status(run)
     except AuditError as exc:
-        fail(module, exc)
+        fail_from(module, exc)
     if status["locked"]:
         module.fail_json(
             msg="the audit configuration is locked (auditctl -s: enabled 2, set by `-e 2`): no rule can be added "
@@ -357,7 +343,7 @@ def arm(module, store, section):
     try:
         loaded = list_rules(run)
     except AuditError as exc:
-        fail(module, exc)
+        fail_from(module, exc)
     ours = our_rules(loaded)
     wanted = {rule_identity(rule) for rule in rules}
     present = {rule_identity(rule) for rule in ours}
@@ -542,7 +528,7 @@ class Undo:
 # ---------------------------------------------------------------- absent
 
 def disarm(module, store):
-    run = Runner(module)
+    run = ModuleRunner(module)
     rules_file = PATHS["rules_file"]
     try:
         data = store.load()
@@ -560,7 +546,7 @@ def disarm(module, store):
             status = audit_status(run)
             ours = our_rules(list_rules(run))
         except AuditError as exc:
-            fail(module, exc)
+            fail_from(module, exc)
         if ours and status["locked"]:
             module.fail_json(
                 msg="the audit configuration is locked (auditctl -s: enabled 2): sigsleuth's %d audit rules cannot "
@@ -614,7 +600,7 @@ def disarm(module, store):
             result["status"] = audit_status(run)
         store.drop(SECTION)
     except AuditError as exc:
-        fail(module, exc, rules_removed=ours)
+        fail_from(module, exc, rules_removed=ours)
     except (OSError, ValueError) as exc:
         module.fail_json(msg="cannot disarm audit: %s" % exc)
     result["msg"] = ("disarmed audit: " + ", ".join(actions)) if actions else "dropped the stale audit state"

@@ -164,7 +164,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sigsleuth_common import (
-    BOOT_ID_PATH, STATE_DIR, StateStore, clock_offset_ns, iso_utc, parse_signals, signal_name,
+    BOOT_ID_PATH, STATE_DIR, ModuleRunner, StateStore, clock_offset_ns, fail_from, iso_utc, parse_signals,
+    signal_name,
 )
 from ansible.module_utils.sigsleuth_tracefs import (
     DEFAULT_BUFFER_SIZE_KB, DEFAULT_INSTANCE, DEFAULT_TRACEFS, MOUNTS, TRACE_CLOCK, TracefsError,
@@ -193,20 +194,6 @@ def build_module():
     )
 
 
-class Runner:
-    """AnsibleModule.run_command in the (argv) -> (rc, stdout, stderr) shape sigsleuth_tracefs expects."""
-
-    def __init__(self, module):
-        self.module = module
-
-    def __call__(self, argv):
-        return self.module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"})
-
-
-def fail(module, exc, **kwargs):
-    module.fail_json(msg=exc.msg, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, **kwargs)
-
-
 def locate_tracefs(requested):
     """(tracefs root, needs mounting)."""
     if requested:
@@ -230,7 +217,7 @@ def arm(module, store, section):
     try:
         instance_path(DEFAULT_TRACEFS, params["instance"])
     except TracefsError as exc:
-        fail(module, exc)
+        fail_from(module, exc)
 
     tracefs, needs_mount = locate_tracefs(params["tracefs_path"])
     if section and (section.get("instance") != params["instance"] or section.get("tracefs") != tracefs):
@@ -247,9 +234,9 @@ def arm(module, store, section):
     else:
         if needs_mount:
             try:
-                mount_tracefs(tracefs, run=Runner(module))
+                mount_tracefs(tracefs, run=ModuleRunner(module))
             except TracefsError as exc:
-                fail(module, exc)
+                fail_from(module, exc)
             undo.mounted = tracefs
         signal_fields, missing_required, missing_optional = probe_events(tracefs)
         if missing_required:
@@ -359,7 +346,7 @@ class Undo:
 
 def unmount_quietly(module, tracefs):
     try:
-        unmount_tracefs(tracefs, run=Runner(module))
+        unmount_tracefs(tracefs, run=ModuleRunner(module))
     except TracefsError as exc:
         module.warn("%s; it stays mounted" % exc.msg)
 
@@ -403,7 +390,7 @@ def disarm(module, store, data, section):
 
     try:
         if remount:
-            mount_tracefs(tracefs, run=Runner(module))
+            mount_tracefs(tracefs, run=ModuleRunner(module))
             try:
                 remove_instance(path)
             finally:
@@ -411,7 +398,7 @@ def disarm(module, store, data, section):
         else:
             remove_instance(path)
     except TracefsError as exc:
-        fail(module, exc, instance_path=path)
+        fail_from(module, exc, instance_path=path)
     if unmount:
         others = instance_names(tracefs)
         if others:
@@ -420,7 +407,7 @@ def disarm(module, store, data, section):
             actions.remove("unmount tracefs at %s" % tracefs)
         else:
             try:
-                unmount_tracefs(tracefs, run=Runner(module))
+                unmount_tracefs(tracefs, run=ModuleRunner(module))
             except TracefsError as exc:
                 module.warn("%s; it stays mounted" % exc.msg)
                 actions.remove("unmount tracefs at %s" % tracefs)

@@ -214,3 +214,21 @@ class StateStore:
             except OSError:
                 pass  # something else lives there now: leave it
         return True
+
+
+# ---------------------------------------------------------------- modules
+
+class ModuleRunner:
+    """AnsibleModule.run_command in the (argv) -> (rc, stdout, stderr) shape the module_utils take, with the
+    C locale so that parsed output never depends on the target's language."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, argv):
+        return self.module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"})
+
+
+def fail_from(module, exc, **kwargs):
+    """fail_json from a command error carrying msg, rc, stdout and stderr (TracefsError, AuditError)."""
+    module.fail_json(msg=exc.msg, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, **kwargs)
