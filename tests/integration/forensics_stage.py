@@ -408,6 +408,7 @@ def actor_subreaper(ctx):
             if killer == 0:
                 try:
                     set_name(bytes.fromhex(spec["killer_name_hex"]))
+                    write_json(ctx.path("killer.ready"), {"pid": os.getpid()})
                     wait_for(lambda: os.getppid() == me, "adoption by the subreaper")
                     ctx.wait_go()
                     os.kill(spec["pid"], spec["sig"])
@@ -419,6 +420,7 @@ def actor_subreaper(ctx):
     _, middle_status = os.waitpid(middle, 0)
     pids = wait_for(lambda: read_json(ctx.path("middle")), "the middle's report")
     killer = pids["killer"]
+    wait_for(lambda: os.path.exists(ctx.path("killer.ready")), "the killer to name itself")
     wait_for(lambda: (stat_of(killer) or {}).get("ppid") == me, "the killer's adoption")
     ctx.ready(middle=middle, killer=killer, killer_comm=comm_text(stat_of(killer)["comm"]))
     _, status = os.waitpid(killer, 0)
@@ -703,10 +705,19 @@ class Stage:
         return path
 
     def force_next_pid(self, pid):
-        """Make the next fork in the root pid namespace get `pid` (write ns_last_pid = pid - 1)."""
+        """Make the next fork in the root pid namespace get `pid` (write ns_last_pid = pid - 1); call
+        restore_next_pid() right after that fork."""
         if self.ns_last_pid is None:
             self.ns_last_pid = int(read_file(NS_LAST_PID, "r"))
         write_file(NS_LAST_PID, str(pid - 1))
+
+    def restore_next_pid(self):
+        """Let pids go on from where they were before the forced one, so later forks do not recycle the pids
+        of processes that just exited (each case keeps its own pids)."""
+        if self.ns_last_pid is not None:
+            if int(read_file(NS_LAST_PID, "r")) < self.ns_last_pid:
+                write_file(NS_LAST_PID, str(self.ns_last_pid))
+            self.ns_last_pid = None
 
     # -------------------------------------------------- cleanup
 
@@ -759,11 +770,7 @@ class Stage:
             else:
                 problems.append("cgroup %s is still busy" % path)
         self.cgroups = []
-        if self.ns_last_pid is not None:
-            now = int(read_file(NS_LAST_PID, "r"))
-            if now < self.ns_last_pid:
-                write_file(NS_LAST_PID, str(self.ns_last_pid))
-            self.ns_last_pid = None
+        self.restore_next_pid()
         return problems
 
 
@@ -1173,12 +1180,17 @@ class PidReuse(Case):
         for victim, ancestor, victim_ident, ancestor_ident, killer in (self.early, self._start("b")):
             stage.adopted.add(killer["pid"])
             ancestor.go()
-            if ancestor.wait_exit() != 0:
+            # A blocking wait (no polling delay), so the newcomer follows the ancestor's exit within about a
+            # millisecond, as a busy service manager's next worker would: closer than audit's coarse clock.
+            if ancestor.popen.wait() != 0:
                 raise StageError("the ancestor failed")
             newcomer = None
             for attempt in range(50):
                 stage.force_next_pid(ancestor.pid)
-                popen = stage.popen([stage.sleeper_link("fx-newcomer"), "300"])
+                try:
+                    popen = stage.popen([stage.sleeper_link("fx-newcomer"), "300"])
+                finally:
+                    stage.restore_next_pid()
                 if popen.pid == ancestor.pid:
                     newcomer = popen
                     stage.lingering.add(popen.pid)

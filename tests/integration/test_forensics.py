@@ -40,36 +40,14 @@ ARM_TASKS = os.path.join(ROOT, "roles", "sigsleuth", "tasks", "arm.yml")
 MODES = [("ftrace",), ("ftrace", "audit"), ("audit",)]
 # Clock conversion and scheduling slack around a case's window.
 SLACK_NS = 50_000_000
-# What the engine still gets wrong, by (mode, case), with what the report says instead (reported to the lead).
-# strict: a fix turns the XPASS into a failure, so the entry is removed with the fix.
-AUDIT_NAMES = ("audit alone names processes by the basename they exec'd and ignores the comm= audit records "
-               "with each syscall (the kill's SYSCALL comm= is the sender's name at the kill, OBJ_PID ocomm= "
-               "the victim's, clone comm= the parent's): prctl(PR_SET_NAME) names are reported as 'python'")
-ZOMBIE_VICTIM = ("a second SIGKILL that reaches the victim after its sched_process_exit (a zombie, res=1) is not "
-                 "folded: the exit pruned the victim's incarnation, so a second record with an unseen victim "
-                 "(comm null, exe null) appears and the first keeps count 1")
+# What the engine still gets wrong, by (mode, case) -> what the report says instead; applied as a strict xfail, so
+# a fix turns the XPASS into a failure and the entry goes with the fix.
 KNOWN_WRONG = {
-    ("ftrace", "repeated_send"): ZOMBIE_VICTIM,
-    ("ftrace+audit", "repeated_send"): ZOMBIE_VICTIM,
-    ("ftrace+audit", "pid_reuse"): (
-        "the ancestor whose pid was reused gets the newcomer's argv/uid/cwd: the newcomer's execve (audit "
-        "stamp up to a few ms behind the trace) falls within LIFE_SLACK_NS of the ancestor's traced exit and "
-        "is attributed to it although the pid's next incarnation was traced forking before it"),
-    ("audit", "kill_family"): AUDIT_NAMES,
-    ("audit", "thread_sender"): AUDIT_NAMES,
-    ("audit", "thread_forks"): AUDIT_NAMES,
-    ("audit", "thread_victim"): AUDIT_NAMES,
-    ("audit", "subreaper"): AUDIT_NAMES,
-    ("audit", "hostile_names"): AUDIT_NAMES,
-    ("audit", "pid_reuse"): AUDIT_NAMES,
-    ("audit", "pid_namespace"): (
-        "audit alone takes clone's return value (the child's pid in the parent's pid namespace) for a global "
-        "pid: a namespace child whose namespace pid equals a live outside process's pid replaces that process, "
-        "which is then reported with the namespace init and unshare as its ancestors (a wrong culprit chain); "
-        "the namespace victims are unseen (comm null); and " + AUDIT_NAMES),
-    ("audit", "repeated_send"): (
-        "audit alone makes one record per kill syscall: repeated SIGKILLs to one victim incarnation (necessarily "
-        "to a dying process) are not folded into one record with a count; and " + AUDIT_NAMES),
+    ("audit", "pid_reuse"): (
+        "audit alone: the newcomer that took the ancestor's pid is vfork+exec'd, so its execve is logged before "
+        "the parent's vfork returns (lower serial); the exec is applied to the ancestor's incarnation, which the "
+        "kill's ancestry then names as the newcomer (comm fx-newcomer, exe /usr/bin/sleep, its argv) - a wrong "
+        "ancestor; the vfork that arrives next only marks that incarnation 'reused'"),
 }
 
 
