@@ -479,6 +479,36 @@ def actor_ancestor(ctx):
     os._exit(0)
 
 
+def actor_spawner(ctx):
+    """Spawns the newcomer that takes a given pid, the way it makes audit log the newcomer's execve before
+    the vfork that created it: pinned to one CPU at SCHED_IDLE (the child is reset to normal on fork), this
+    parent, released by the child's exec, cannot run again before the child's execve has returned."""
+    spec = ctx.spec
+    _apply_common(spec)
+    os.sched_setaffinity(0, {spec["cpu"]})
+    os.sched_setscheduler(0, os.SCHED_IDLE | os.SCHED_RESET_ON_FORK, os.sched_param(0))
+    ctx.ready()
+    ctx.wait_go()
+    saved = int(read_file(NS_LAST_PID, "r"))
+    newcomer = None
+    for _ in range(50):
+        write_file(NS_LAST_PID, str(spec["target"] - 1))
+        try:
+            popen = subprocess.Popen(spec["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, cwd="/")
+        finally:
+            if int(read_file(NS_LAST_PID, "r")) < saved:
+                write_file(NS_LAST_PID, str(saved))
+        if popen.pid == spec["target"]:
+            newcomer = popen
+            break
+        popen.kill()
+        popen.wait()
+    ctx.done(newcomer=newcomer.pid if newcomer else None)
+    if newcomer is not None:
+        newcomer.wait()  # its parent until the cleanup ends it
+
+
 def actor_spin(ctx):
     """Burns CPU until a CPU-time limit ends it; optionally counts SIGXCPU instead of dying of it."""
     spec = ctx.spec
@@ -518,6 +548,7 @@ ACTORS = {
     "nsinit": actor_nsinit,
     "ancestor": actor_ancestor,
     "spin": actor_spin,
+    "spawner": actor_spawner,
     "oom-trigger": actor_oom_trigger,
 }
 
@@ -1157,49 +1188,65 @@ class Subreaper(Case):
 
 class PidReuse(Case):
     """An ancestor exits and its pid is taken by a newcomer (forced through ns_last_pid) before its child
-    kills: the ancestry names the earlier process (its comm/exe, exited), never the newcomer. The ancestor
-    predates arming in one round (snapshot) and not in the other (traced fork)."""
+    kills: the ancestry names the earlier process (its comm/exe, exited), never the newcomer. Four rounds: the
+    ancestor predates arming (snapshot) or not (traced fork); the newcomer is spawned by the ancestor's own
+    parent (this test process) a millisecond after the ancestor's exit, or by a spawner that makes audit log
+    the newcomer's execve before the vfork that created it."""
 
     name = "pid_reuse"
     pre_arm = True
 
-    def _start(self, tag):
+    def _start(self, tag, spawner):
         stage = self.stage
         victim = stage.victim("pr-victim-" + tag, name=("fx-pr-victim-" + tag).encode())
         ancestor = stage.actor("ancestor", "pr-ancestor-" + tag, name=("fx-ancestor-" + tag).encode(),
                                killer_name=("fx-pr-kill-" + tag).encode(), pid=victim.pid, sig=int(signal.SIGKILL))
         info = ancestor.ready()
-        return victim, ancestor, _record_ident(victim), _record_ident(ancestor), identity(info["killer"])
+        helper = None
+        if spawner:
+            helper = stage.actor("spawner", "pr-spawner-" + tag, name=("fx-spawner-" + tag).encode(),
+                                 target=ancestor.pid, cpu=max(os.sched_getaffinity(0)),
+                                 argv=[stage.sleeper_link("fx-newcomer"), "300"])
+            helper.ready()
+            stage.lingering.add(helper.pid)
+        return victim, ancestor, helper, _record_ident(victim), _record_ident(ancestor), identity(info["killer"])
 
     def prepare(self):
-        self.early = self._start("a")
+        self.early = [self._start("a", spawner=False), self._start("c", spawner=True)]
+
+    def _newcomer(self, ancestor, helper):
+        stage = self.stage
+        if helper is not None:
+            helper.go()
+            return helper.done()["newcomer"]
+        for attempt in range(50):
+            stage.force_next_pid(ancestor.pid)
+            try:
+                popen = stage.popen([stage.sleeper_link("fx-newcomer"), "300"])
+            finally:
+                stage.restore_next_pid()
+            if popen.pid == ancestor.pid:
+                return popen.pid
+            popen.kill()
+            popen.wait()
+        return None
 
     def run(self):
         stage = self.stage
         kills = []
-        for victim, ancestor, victim_ident, ancestor_ident, killer in (self.early, self._start("b")):
+        rounds = self.early + [self._start("b", spawner=False), self._start("d", spawner=True)]
+        for victim, ancestor, helper, victim_ident, ancestor_ident, killer in rounds:
             stage.adopted.add(killer["pid"])
             ancestor.go()
             # A blocking wait (no polling delay), so the newcomer follows the ancestor's exit within about a
             # millisecond, as a busy service manager's next worker would: closer than audit's coarse clock.
             if ancestor.popen.wait() != 0:
                 raise StageError("the ancestor failed")
-            newcomer = None
-            for attempt in range(50):
-                stage.force_next_pid(ancestor.pid)
-                try:
-                    popen = stage.popen([stage.sleeper_link("fx-newcomer"), "300"])
-                finally:
-                    stage.restore_next_pid()
-                if popen.pid == ancestor.pid:
-                    newcomer = popen
-                    stage.lingering.add(popen.pid)
-                    break
-                popen.kill()
-                popen.wait()
-            if newcomer is None:
+            newcomer = self._newcomer(ancestor, helper)
+            if newcomer != ancestor.pid:
                 raise StageError("could not make a newcomer take pid %d" % ancestor.pid)
-            wait_for(lambda: (stat_of(newcomer.pid) or {}).get("comm") == b"fx-newcomer", "the newcomer to exec")
+            stage.lingering.add(newcomer)
+            wait_for(lambda: (stat_of(newcomer) or {}).get("comm") == b"fx-newcomer", "the newcomer to exec")
             ancestor.go("go2")
             ancestor.done("done2")
             status = stage.reap_adopted(killer["pid"])
@@ -1209,7 +1256,7 @@ class PidReuse(Case):
             killer["exited"] = True
             kills.append(expect(victim_ident, killer, "kill", "user",
                                 self.chain(ancestor_entry(ancestor_ident, True)),
-                                reused_by={"pid": newcomer.pid, "comm": "fx-newcomer"}))
+                                reused_by={"pid": newcomer, "comm": "fx-newcomer"}))
         return kills
 
 

@@ -44,10 +44,10 @@ SLACK_NS = 50_000_000
 # a fix turns the XPASS into a failure and the entry goes with the fix.
 KNOWN_WRONG = {
     ("audit", "pid_reuse"): (
-        "audit alone: the newcomer that took the ancestor's pid is vfork+exec'd, so its execve is logged before "
-        "the parent's vfork returns (lower serial); the exec is applied to the ancestor's incarnation, which the "
-        "kill's ancestry then names as the newcomer (comm fx-newcomer, exe /usr/bin/sleep, its argv) - a wrong "
-        "ancestor; the vfork that arrives next only marks that incarnation 'reused'"),
+        "audit alone: a newcomer that is vfork+exec'd into the ancestor's pid can have its execve logged before "
+        "the vfork that created it (lower serial; always so in the spawner rounds c/d); the exec is applied to "
+        "the ancestor's incarnation, so the kill's ancestry names the newcomer (comm fx-newcomer, exe "
+        "/usr/bin/sleep, its argv) as the ancestor, and the vfork read next only marks it 'reused'"),
 }
 
 
