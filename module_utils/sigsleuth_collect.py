@@ -21,6 +21,10 @@ from ansible.module_utils.sigsleuth_procfs import (
 from ansible.module_utils.sigsleuth_report import Clock, build_report
 from ansible.module_utils.sigsleuth_tracefs import read_loss_counters
 
+# What audit alone never records: these kills are missing from an audit-only report, not "unknown".
+AUDIT_BLIND_SPOTS = ("audit alone records kill-family syscalls only: kills by cgroup.kill, the OOM killer, "
+                     "parent-death signals and CPU-time limits leave no audit record and are missing from this "
+                     "report; arm ftrace to see them")
 # A wall-clock step larger than this between arm and collect is reported.
 CLOCK_STEP_NS = 1_000_000
 
@@ -184,6 +188,7 @@ def _read_audit(lineage, audit, offset_arm, loss, traced, audit_log, run):
             source["kills_only_audit_saw"] = enrich_with_audit(lineage, events, offset_arm, loss.until_ns)
         else:
             feed_audit_lineage(lineage, events, offset_arm)
+            source["cannot_see"] = AUDIT_BLIND_SPOTS
     except (OSError, ValueError) as exc:
         stats.errors.append("reading the audit log failed: %s" % exc)
     source.update(stats.as_dict())

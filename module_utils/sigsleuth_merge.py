@@ -76,6 +76,7 @@ def feed_audit_lineage(lineage, events, offset_ns):
                 if id(parent) in unsharers or (name == "clone" and event.args[0] & CLONE_NEWPID):
                     in_child_ns.add(id(proc))
         elif name in EXEC_SYSCALLS:
+            _retire_if_reused(lineage, event, ts)
             _adopt_unseen(lineage, event, ts, provisional, in_child_ns)
             proc = lineage.exec(ts, event.pid, event.exe, source=SOURCE_AUDIT, comm=event.comm, argv=event.argv)
             for key, value in _identity(event).items():
@@ -118,6 +119,17 @@ def _victims(event):
     if not targets and event.target_pid and event.target_pid > 0:
         targets = [(event.target_pid, None)]
     return targets
+
+
+def _retire_if_reused(lineage, event, ts):
+    """Audit has no exits: an exec whose ppid is neither the known incarnation's parent nor init (the adopter
+    of orphans) comes from a newcomer that reused the pid, perhaps logged before the vfork that made it.
+    The old incarnation is retired, so the newcomer's identity can never be written onto it."""
+    proc = lineage.by_pid.get(event.pid)
+    if proc is None or proc.parent is None or not event.ppid or event.ppid in (proc.parent.pid, 1):
+        return
+    lineage.retire(proc, "its exit was not seen; pid %d was taken over by a process with parent pid %d "
+                         "(audit, %s)" % (event.pid, event.ppid, event.syscall))
 
 
 def _adopt_unseen(lineage, event, ts, provisional, in_child_ns):

@@ -99,3 +99,24 @@ def test_an_audit_only_kill_leaves_out_what_audit_does_not_record():
     assert "si_code" not in record and "result" not in record, record
     assert record["sender"]["auid"] == 1000 and record["sender"]["facts_from"]["auid"] == "audit"
     assert record["audit"]["syscall"] == "kill" and record["audit"]["key"] == "sigsleuth_kill"
+
+
+def test_newcomer_exec_logged_before_its_vfork_never_renames_the_old_owner_of_the_pid():
+    # pid 150 (forked by the daemon, exec'd as "worker") forks the killer 160 and exits unseen; a spawner 170
+    # vforks a newcomer into pid 150, whose execve is logged before the vfork.
+    events = [
+        event(1, 5, "clone", 100, 1, exit=150, child_pid=150),
+        event(2, 6, "execve", 150, 100, comm="worker", exe="/usr/bin/worker", argv=["worker"]),
+        event(3, 7, "clone", 150, 100, exit=160, child_pid=160),
+        event(4, 8, "clone", 1, 0, exit=170, child_pid=170),
+        event(5, 20, "execve", 150, 170, comm="newcomer", exe="/usr/bin/newcomer", argv=["newcomer"]),
+        event(6, 19, "vfork", 170, 1, exit=150, child_pid=150),
+        event(7, 30, "kill", 160, 1, comm="killer", exe="/usr/bin/killer", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+    ]
+    lineage = lineage_of(events)
+    (kill,) = lineage.kills
+    parent, comm, exe, argv = kill.chain[0]
+    assert (parent.pid, comm, exe, argv) == (150, "worker", "/usr/bin/worker", ["worker"])
+    assert parent.exited and kill.chain[1][0].pid == 100
+    assert lineage.by_pid[150].comm == "newcomer" and lineage.by_pid[150].parent.pid == 170
