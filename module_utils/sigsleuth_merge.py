@@ -14,7 +14,7 @@ clock microseconds. Events are matched by pid and time, never by order.
 
 from __future__ import annotations
 
-from ansible.module_utils.sigsleuth_lineage import CLONE_THREAD, SOURCE_AUDIT, SOURCE_UNSEEN, Kill
+from ansible.module_utils.sigsleuth_lineage import CLONE_THREAD, SOURCE_AUDIT, SOURCE_SNAPSHOT, SOURCE_UNSEEN, Kill
 
 CLONE_NEWPID = 0x20000000
 SIGKILL = 9
@@ -28,6 +28,9 @@ KILL_MATCH_NS = 50_000_000
 LIFE_SLACK_NS = 20_000_000
 # ... or up to this much later (the trace fires once the new program is loaded).
 EXEC_MATCH_NS = 500_000_000
+# How long an audited exec of a known pid waits for a fork returning that pid (a vfork child's exec is
+# logged before its parent's clone returns, and a newcomer may have reused the pid).
+EXEC_HOLD_NS = 200_000_000
 UNTRACED_EXEC_NOTE = ("audit facts from an exec the trace did not see (trace events were lost then): "
                       "attributed by time alone")
 IDENTITY_FIELDS = ("uid", "auid", "euid", "ses", "tty", "cwd")
@@ -41,69 +44,118 @@ def _identity(event):
 
 def feed_audit_lineage(lineage, events, offset_ns):
     """Build the lineage from audit alone: forks (with the fork rules armed), execs and kills."""
-    signals = lineage.signals
-    # Notes given to a process because its fork had not been read yet: id(process) -> (process, notes).
-    provisional = {}
-    # Pid namespaces: fork returns the child's pid as the parent's namespace sees it, while audit's pid= and
-    # ppid= are global. A process inside a child namespace gets its forks ignored (its children are linked
-    # by their ppid when they act); an unshare(CLONE_NEWPID) caller's later children live in a new one.
-    in_child_ns = set()
-    unsharers = set()
-    sigkilled = {}  # id(victim) -> its SIGKILL record: a second SIGKILL can only reach a dying process
+    feeder = _AuditLineage(lineage, offset_ns)
     for event in events:
-        if not event.success:
-            continue
-        ts = event.time_ns - offset_ns
+        if event.success:
+            feeder.feed(event)
+    feeder.flush()
+
+
+class _AuditLineage:
+    """Audit events into the lineage, in the order they happened rather than the order they were logged.
+
+    A vfork/posix_spawn child's execve is logged before the clone that created it returns in the parent. An
+    exec of a pid that already has an incarnation is therefore held back for EXEC_HOLD_NS: if a fork
+    returning that pid arrives meanwhile, the exec belongs to the new process, never to the old owner.
+    """
+
+    def __init__(self, lineage, offset_ns):
+        self.lineage = lineage
+        self.offset_ns = offset_ns
+        # Notes given to a process because its fork had not been read yet: id(process) -> (process, notes).
+        self.provisional = {}
+        # Pid namespaces: fork returns the child's pid as the parent's namespace sees it, while audit's pid=
+        # and ppid= are global. A process inside a child namespace gets its forks ignored (its children are
+        # linked by their ppid when they act); an unshare(CLONE_NEWPID) caller's later children live in one.
+        self.in_child_ns = set()
+        self.unsharers = set()
+        self.sigkilled = {}  # id(victim) -> its SIGKILL record: a second SIGKILL only reaches a dying process
+        self.held = []       # (ts, exec event) held back, oldest first
+
+    def feed(self, event):
+        ts = event.time_ns - self.offset_ns
+        while self.held and self.held[0][0] < ts - EXEC_HOLD_NS:
+            self._exec(*self.held.pop(0))
         name = event.syscall
         if name == "unshare":
             if event.args[0] & CLONE_NEWPID:
-                unsharers.add(id(lineage.process_of(event.pid, event.pid, ts)))
+                self.unsharers.add(id(self.lineage.process_of(event.pid, event.pid, ts)))
         elif name in FORK_SYSCALLS:
-            parent = lineage.process_of(event.pid, event.pid, ts)
-            _name_from(parent, event.comm)
-            if not event.child_pid or event.child_pid <= 0:
-                continue
-            if id(parent) in in_child_ns:
-                continue  # a namespace-local pid: the child is linked by its ppid when it acts
-            thread = None  # clone3 keeps its flags in memory audit does not record
-            if name == "clone":
-                thread = bool(event.args[0] & CLONE_THREAD)
-            elif name in ("fork", "vfork"):
-                thread = False
-            proc = lineage.fork(ts, event.pid, event.pid, event.child_pid, thread=thread, source=SOURCE_AUDIT)
-            if proc is not None:
-                _settle_provisional(proc, provisional)
-                if id(parent) in unsharers or (name == "clone" and event.args[0] & CLONE_NEWPID):
-                    in_child_ns.add(id(proc))
+            self._fork(ts, event)
         elif name in EXEC_SYSCALLS:
-            _retire_if_reused(lineage, event, ts)
-            _adopt_unseen(lineage, event, ts, provisional, in_child_ns)
-            proc = lineage.exec(ts, event.pid, event.exe, source=SOURCE_AUDIT, comm=event.comm, argv=event.argv)
-            for key, value in _identity(event).items():
-                _set_fact(proc, key, value)
-        elif name in KILL_SYSCALLS and event.signal in signals:
-            _adopt_unseen(lineage, event, ts, provisional, in_child_ns)
-            sender = lineage.process_of(event.pid, event.pid, ts)
-            _name_from(sender, event.comm)
-            for key, value in _identity(event).items():
-                _set_fact(sender, key, value)
-            for victim_pid, victim_comm in _victims(event):
-                victim = lineage.process_of(victim_pid, None, ts)
-                _name_from(victim, victim_comm)
-                earlier = sigkilled.get(id(victim)) if event.signal == SIGKILL else None
-                if earlier is not None:
-                    earlier.count += 1
-                    continue
-                kill = Kill(ts_ns=ts, signal=event.signal, code=None, errno=None, result=None, group=None,
-                            sender=sender, sender_tid=None, victim=victim,
-                            victim_tid=event.target_tid or victim_pid, chain=[], mechanism=name, origin="user",
-                            evidence=["audit:%s#%d" % (name, event.serial)], count=1,
-                            syscall_args={"syscall": name, "target": event.target_pid}, notes=[],
-                            trigger=None, oom=None)
-                kill.audit = _kill_audit(event, offset_ns)
-                lineage.record_kill(kill)
-                if event.signal == SIGKILL:
-                    sigkilled[id(victim)] = kill
+            self._release(event.pid)
+            owner = self.lineage.by_pid.get(event.pid)
+            if owner is not None and (owner.exec_times or owner.source == SOURCE_SNAPSHOT):
+                # An established process: this may be a newcomer in its pid whose vfork is logged next.
+                self.held.append((ts, event))
+            else:
+                self._exec(ts, event)
+        elif name in KILL_SYSCALLS and event.signal in self.lineage.signals:
+            self._release(event.pid)  # the sender's own exec comes before its kill
+            self._kill(ts, event)
+
+    def flush(self):
+        for ts, event in self.held:
+            self._exec(ts, event)
+        self.held = []
+
+    def _release(self, pid):
+        for item in [item for item in self.held if item[1].pid == pid]:
+            self.held.remove(item)
+            self._exec(*item)
+
+    def _fork(self, ts, event):
+        lineage = self.lineage
+        self._release(event.pid)
+        parent = lineage.process_of(event.pid, event.pid, ts)
+        _name_from(parent, event.comm)
+        if not event.child_pid or event.child_pid <= 0 or id(parent) in self.in_child_ns:
+            return  # in a child namespace the pid is namespace-local: the child is linked by its ppid
+        thread = None  # clone3 keeps its flags in memory audit does not record
+        if event.syscall == "clone":
+            thread = bool(event.args[0] & CLONE_THREAD)
+        elif event.syscall in ("fork", "vfork"):
+            thread = False
+        proc = lineage.fork(ts, event.pid, event.pid, event.child_pid, thread=thread, source=SOURCE_AUDIT)
+        if proc is None:
+            return
+        _settle_provisional(proc, self.provisional)
+        if id(parent) in self.unsharers or (event.syscall == "clone" and event.args[0] & CLONE_NEWPID):
+            self.in_child_ns.add(id(proc))
+        self._release(event.child_pid)  # an exec held back for this pid is the new child's
+
+    def _exec(self, ts, event):
+        lineage = self.lineage
+        _retire_if_reused(lineage, event, ts)
+        _adopt_unseen(lineage, event, ts, self.provisional, self.in_child_ns)
+        proc = lineage.exec(ts, event.pid, event.exe, source=SOURCE_AUDIT, comm=event.comm, argv=event.argv)
+        for key, value in _identity(event).items():
+            _set_fact(proc, key, value)
+
+    def _kill(self, ts, event):
+        lineage = self.lineage
+        _adopt_unseen(lineage, event, ts, self.provisional, self.in_child_ns)
+        sender = lineage.process_of(event.pid, event.pid, ts)
+        _name_from(sender, event.comm)
+        for key, value in _identity(event).items():
+            _set_fact(sender, key, value)
+        for victim_pid, victim_comm in _victims(event):
+            victim = lineage.process_of(victim_pid, None, ts)
+            _name_from(victim, victim_comm)
+            earlier = self.sigkilled.get(id(victim)) if event.signal == SIGKILL else None
+            if earlier is not None:
+                earlier.count += 1
+                continue
+            kill = Kill(ts_ns=ts, signal=event.signal, code=None, errno=None, result=None, group=None,
+                        sender=sender, sender_tid=None, victim=victim,
+                        victim_tid=event.target_tid or victim_pid, chain=[], mechanism=event.syscall,
+                        origin="user", evidence=["audit:%s#%d" % (event.syscall, event.serial)], count=1,
+                        syscall_args={"syscall": event.syscall, "target": event.target_pid}, notes=[],
+                        trigger=None, oom=None)
+            kill.audit = _kill_audit(event, self.offset_ns)
+            lineage.record_kill(kill)
+            if event.signal == SIGKILL:
+                self.sigkilled[id(victim)] = kill
 
 
 def _name_from(proc, comm):

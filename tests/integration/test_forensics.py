@@ -42,13 +42,7 @@ MODES = [("ftrace",), ("ftrace", "audit"), ("audit",)]
 SLACK_NS = 50_000_000
 # What the engine still gets wrong, by (mode, case) -> what the report says instead; applied as a strict xfail, so
 # a fix turns the XPASS into a failure and the entry goes with the fix.
-KNOWN_WRONG = {
-    ("audit", "pid_reuse"): (
-        "audit alone: a newcomer that is vfork+exec'd into the ancestor's pid can have its execve logged before "
-        "the vfork that created it (lower serial; always so in the spawner rounds c/d); the exec is applied to "
-        "the ancestor's incarnation, so the kill's ancestry names the newcomer (comm fx-newcomer, exe "
-        "/usr/bin/sleep, its argv) as the ancestor, and the vfork read next only marks it 'reused'"),
-}
+KNOWN_WRONG = {}
 
 
 def role_arms(source):

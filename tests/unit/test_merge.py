@@ -120,3 +120,32 @@ def test_newcomer_exec_logged_before_its_vfork_never_renames_the_old_owner_of_th
     assert (parent.pid, comm, exe, argv) == (150, "worker", "/usr/bin/worker", ["worker"])
     assert parent.exited and kill.chain[1][0].pid == 100
     assert lineage.by_pid[150].comm == "newcomer" and lineage.by_pid[150].parent.pid == 170
+
+
+def test_newcomer_from_the_same_parent_logged_before_its_vfork_is_still_a_new_process():
+    events = [
+        event(1, 5, "clone", 100, 1, exit=150, child_pid=150),
+        event(2, 6, "execve", 150, 100, comm="worker", exe="/usr/bin/worker", argv=["worker"]),
+        event(3, 7, "clone", 150, 100, exit=160, child_pid=160),
+        event(5, 20, "execve", 150, 100, comm="newcomer", exe="/usr/bin/newcomer", argv=["newcomer"]),
+        event(6, 19, "vfork", 100, 1, exit=150, child_pid=150),
+        event(7, 30, "kill", 160, 1, comm="killer", exe="/usr/bin/killer", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+    ]
+    lineage = lineage_of(events)
+    (kill,) = lineage.kills
+    parent, comm, exe, argv = kill.chain[0]
+    assert (parent.pid, comm, exe) == (150, "worker", "/usr/bin/worker")
+    assert lineage.by_pid[150] is not parent and lineage.by_pid[150].comm == "newcomer"
+
+
+def test_a_second_exec_of_the_sender_is_applied_before_its_kill():
+    events = [
+        event(1, 5, "clone", 100, 1, exit=150, child_pid=150),
+        event(2, 6, "execve", 150, 100, comm="sh", exe="/usr/bin/dash", argv=["sh", "-c", "exec kill -9 200"]),
+        event(3, 7, "execve", 150, 100, comm="kill", exe="/usr/bin/kill", argv=["kill", "-9", "200"]),
+        event(4, 8, "kill", 150, 100, comm="kill", exe="/usr/bin/kill", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+    ]
+    (kill,) = lineage_of(events).kills
+    assert kill.sender_identity == ("kill", "/usr/bin/kill", ["kill", "-9", "200"])
