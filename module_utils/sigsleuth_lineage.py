@@ -11,6 +11,8 @@ Time is kept on the boot clock (ns) as the trace records it; the report converts
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from ansible.module_utils.sigsleuth_common import decode_name
 from ansible.module_utils.sigsleuth_ftrace import (
     CGROUP_ATTACH, EXEC, EXIT, FORK, KILL_SYSCALLS, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
@@ -123,9 +125,9 @@ class Lineage:
         for name in KILL_SYSCALLS:
             self._handlers["sys_enter_" + name] = self._syscall_enter_handler(name)
             self._handlers["sys_exit_" + name] = self._on_syscall_exit
-        self.exited_tids = {}     # tid -> ts of its exit, the newest RECENT_LIMIT
-        self.recently_exited = {}  # pid -> exited Process, the newest RECENT_LIMIT: a zombie still holds its pid
-        self.in_small_write = {}  # tid -> ts of its last write(2) of at most 2 bytes (cgroup.kill takes "1")
+        self.exited_tids = OrderedDict()      # tid -> ts of its exit, the newest RECENT_LIMIT
+        self.recently_exited = OrderedDict()  # pid -> exited Process, newest RECENT_LIMIT: a zombie holds its pid
+        self.in_small_write = OrderedDict()   # tid -> ts of its last write(2) of at most 2 bytes ("1" to cgroup.kill)
         self._handlers["sys_enter_write"] = self._on_small_write
         self._handlers["sys_enter_prlimit64"] = self._on_prlimit
         self._handlers["sys_enter_setrlimit"] = self._on_setrlimit
@@ -449,8 +451,11 @@ def _rlimit_mechanism(victim):
 
 
 def _remember(recent, key, value):
-    """Insert into a dict that keeps only its newest RECENT_LIMIT entries."""
+    """Insert into an OrderedDict that keeps only its newest RECENT_LIMIT entries.
+
+    (A plain dict would do, but dropping its oldest entry again and again makes finding the next oldest
+    crawl over the deleted slots.)"""
     recent.pop(key, None)
     recent[key] = value
     if len(recent) > RECENT_LIMIT:
-        del recent[next(iter(recent))]
+        recent.popitem(last=False)
