@@ -5,8 +5,9 @@
 
 Generates a fork+exec storm in the instance's text format (task_newtask, sched_process_fork, task_rename,
 sched_process_exec, sched_process_exit per child, with a kill every 10,000 children), then, each in a fresh
-subprocess so peak RSS is its own: the full pipeline (parser + lineage engine) and the parser alone, on the
-whole file and on a quarter of it, to show that memory does not grow with the input.
+subprocess so peak RSS is its own: a naive one-regex-per-line parse (the baseline), our parser alone, and the
+full pipeline (parser + lineage engine), on the whole file and on a quarter of it, to show that memory does not
+grow with the input.
 """
 
 import argparse
@@ -70,12 +71,31 @@ class Limited:
     def read(self, size):
         data = self.handle.read(min(size, self.left))
         self.left -= len(data)
+        stats.bytes += len(data) if mode == "naive" else 0
         return data
+    def __iter__(self):
+        for line in self.handle:
+            if self.left <= 0:
+                return
+            self.left -= len(line)
+            stats.bytes += len(line)
+            yield line
 stats = TraceStats()
 start = time.perf_counter()
 with open(path, "rb") as handle:
     events = iter_events(Limited(handle, limit), stats)
-    if mode == "pipeline":
+    if mode == "naive":
+        # The baseline the issue quotes: one regex per line, fields left as text.
+        import re
+        line_re = re.compile(rb"^\s*(.+)-(\d+)\s+\(\s*(\S+)\)\s+\[(\d+)\]\s+(\S+)\s+([\d.]+): (\w+): (.*)$")
+        handle.close()
+        n = 0
+        with open(path, "rb") as lines:
+            for line in Limited(lines, limit).__iter__():
+                if line_re.match(line):
+                    n += 1
+        stats.events = n
+    elif mode == "pipeline":
         lineage = Lineage([9])
         feed = lineage.feed
         for event in events:
@@ -106,7 +126,7 @@ def main():
     size = generate(path, args.mb)
     print("generated %.1f MB in %.1f s: %s" % (size / 1e6, time.perf_counter() - started, path))
     try:
-        for mode in ("pipeline", "parser"):
+        for mode in ("naive", "parser", "pipeline"):
             for fraction in (4, 1):
                 limit = os.path.getsize(path) // fraction
                 nbytes, events, elapsed, rss = measure(path, mode, limit)
