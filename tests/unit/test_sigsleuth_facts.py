@@ -100,3 +100,12 @@ def test_corrupt_state_fails_clearly(state_dir):
         handle.write("{not json")
     result, failed = run_module(sigsleuth_facts, dict(state_dir=state_dir))
     assert failed and "cannot read sigsleuth state" in result["msg"]
+
+
+def test_wall_clock_step_between_arm_and_collect_is_noted(state_dir, validator):
+    arm_state(state_dir, clock_offset_ns=clock_offset_ns() - 5_000_000_000)
+    report = facts(state_dir, trace_file=TRACE)
+    assert not list(validator.iter_errors(report))
+    step = report["sources"]["clock"]["step"]
+    assert step and "+5.0" in step
+    assert all(any("wall clock was stepped" in gap for gap in kill["gaps"]) for kill in report["kills"])
