@@ -304,13 +304,6 @@ class Lineage:
         _remember(self.recently_exited, leader, proc)
         self._forget(proc)
 
-    def retire(self, proc, note):
-        """proc is gone, although its exit was not seen (its pid now names another process)."""
-        proc.exited = True
-        proc.notes.append(note)
-        if self.by_pid.get(proc.pid) is proc:
-            del self.by_pid[proc.pid]
-
     def _forget(self, proc):
         """Drop dead processes nobody can descend from any more from the index (kills keep their refs)."""
         while proc is not None and proc.exited and proc.live_children == 0:

@@ -14,7 +14,7 @@ clock microseconds. Events are matched by pid and time, never by order.
 
 from __future__ import annotations
 
-from ansible.module_utils.sigsleuth_lineage import CLONE_THREAD, SOURCE_AUDIT, SOURCE_SNAPSHOT, SOURCE_UNSEEN, Kill
+from ansible.module_utils.sigsleuth_lineage import CLONE_THREAD, SOURCE_AUDIT, SOURCE_UNSEEN, Kill
 
 CLONE_NEWPID = 0x20000000
 SIGKILL = 9
@@ -56,7 +56,9 @@ class _AuditLineage:
 
     A vfork/posix_spawn child's execve is logged before the clone that created it returns in the parent. An
     exec of a pid that already has an incarnation is therefore held back for EXEC_HOLD_NS: if a fork
-    returning that pid arrives meanwhile, the exec belongs to the new process, never to the old owner.
+    returning that pid arrives meanwhile, the exec belongs to the new process, never to the old owner. Any
+    event that involves the pid before then (its own fork, exec or kill, a kill aimed at it) applies the held
+    exec first, so facts keep their order.
     """
 
     def __init__(self, lineage, offset_ns):
@@ -84,14 +86,17 @@ class _AuditLineage:
             self._fork(ts, event)
         elif name in EXEC_SYSCALLS:
             self._release(event.pid)
-            owner = self.lineage.by_pid.get(event.pid)
-            if owner is not None and (owner.exec_times or owner.source == SOURCE_SNAPSHOT):
-                # An established process: this may be a newcomer in its pid whose vfork is logged next.
+            if event.pid in self.lineage.by_pid:
+                # Maybe a newcomer in a reused pid whose vfork is logged next: wait for it, or for the
+                # process's own next act (fork, kill), or EXEC_HOLD_NS.
                 self.held.append((ts, event))
             else:
                 self._exec(ts, event)
         elif name in KILL_SYSCALLS and event.signal in self.lineage.signals:
-            self._release(event.pid)  # the sender's own exec comes before its kill
+            # Execs held for the sender and its victims happened before the kill: they come first.
+            self._release(event.pid)
+            for victim_pid, _ in _victims(event):
+                self._release(victim_pid)
             self._kill(ts, event)
 
     def flush(self):
@@ -126,7 +131,6 @@ class _AuditLineage:
 
     def _exec(self, ts, event):
         lineage = self.lineage
-        _retire_if_reused(lineage, event, ts)
         _adopt_unseen(lineage, event, ts, self.provisional, self.in_child_ns)
         proc = lineage.exec(ts, event.pid, event.exe, source=SOURCE_AUDIT, comm=event.comm, argv=event.argv)
         for key, value in _identity(event).items():
@@ -171,17 +175,6 @@ def _victims(event):
     if not targets and event.target_pid and event.target_pid > 0:
         targets = [(event.target_pid, None)]
     return targets
-
-
-def _retire_if_reused(lineage, event, ts):
-    """Audit has no exits: an exec whose ppid is neither the known incarnation's parent nor init (the adopter
-    of orphans) comes from a newcomer that reused the pid, perhaps logged before the vfork that made it.
-    The old incarnation is retired, so the newcomer's identity can never be written onto it."""
-    proc = lineage.by_pid.get(event.pid)
-    if proc is None or proc.parent is None or not event.ppid or event.ppid in (proc.parent.pid, 1):
-        return
-    lineage.retire(proc, "its exit was not seen; pid %d was taken over by a process with parent pid %d "
-                         "(audit, %s)" % (event.pid, event.ppid, event.syscall))
 
 
 def _adopt_unseen(lineage, event, ts, provisional, in_child_ns):

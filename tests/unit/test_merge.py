@@ -149,3 +149,20 @@ def test_a_second_exec_of_the_sender_is_applied_before_its_kill():
     ]
     (kill,) = lineage_of(events).kills
     assert kill.sender_identity == ("kill", "/usr/bin/kill", ["kill", "-9", "200"])
+
+
+def test_an_orphan_adopted_by_a_subreaper_keeps_its_fork_parent():
+    # The seed: the job shell 150 forks the killer 160 and exits; a subreaper 120 adopts the killer, which
+    # then execs kill: audit's ppid is the subreaper, the fork says the job shell.
+    events = [
+        event(1, 5, "clone", 100, 1, exit=150, child_pid=150),
+        event(2, 6, "execve", 150, 100, comm="sh", exe="/usr/bin/dash", argv=["sh", "-c", "..."]),
+        event(3, 7, "clone", 150, 100, exit=160, child_pid=160),
+        event(4, 300, "execve", 160, 120, comm="kill", exe="/usr/bin/kill", argv=["kill", "-9", "200"]),
+        event(5, 301, "kill", 160, 120, comm="kill", exe="/usr/bin/kill", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+    ]
+    (kill,) = lineage_of(events).kills
+    assert kill.sender.source == SOURCE_AUDIT and kill.sender.start_ns == 7 * MS
+    assert kill.sender_identity == ("kill", "/usr/bin/kill", ["kill", "-9", "200"])
+    assert [(proc.pid, comm) for proc, comm, _, _ in kill.chain] == [(150, "sh"), (100, "daemon"), (1, "init")]
