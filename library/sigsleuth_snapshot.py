@@ -152,7 +152,7 @@ def run_module(module):
         module.fail_json(msg="%s; move it aside to start afresh" % exc)
     path = os.path.join(module.params["state_dir"], SNAPSHOT_FILE)
     if module.params["state"] == "present":
-        section = None if not data or store.is_stale(data) else data.get(SECTION)
+        section = store.section(SECTION, data)
         take(module, store, path, section)
     else:
         remove(module, store, data, path)

@@ -424,7 +424,7 @@ def run_module(module):
         data = store.load()
     except ValueError as exc:
         module.fail_json(msg="%s; move it aside to start afresh" % exc)
-    section = None if not data or store.is_stale(data) else data.get(SECTION)
+    section = store.section(SECTION, data)
     if module.params["state"] == "present":
         arm(module, store, section)
     else:

@@ -169,9 +169,9 @@ class StateStore:
         data = self.load() if data is None else data
         return bool(data) and data.get("boot_id") != read_boot_id(self.boot_id_path)
 
-    def section(self, name):
-        """The current-boot section, or None (also None when the file is stale)."""
-        data = self.load()
+    def section(self, name, data=None):
+        """The current-boot section, or None (also None when the file is stale); `data` saves a re-read."""
+        data = self.load() if data is None else data
         if not data or self.is_stale(data):
             return None
         return data.get(name)
