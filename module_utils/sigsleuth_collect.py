@@ -162,6 +162,12 @@ def _read_trace(lineage, ftrace, clock, loss, trace_file):
                      % (cpu, overrun, dropped, clock.iso(until) or "an unknown time"))
     for cpu, count, ts in stats.lost_markers:
         loss.add(ts, "CPU %d reported %d lost events at %s" % (cpu, count, clock.iso(ts) or "an unknown time"))
+    counted = {int(cpu) for cpu, counters in source["per_cpu"].items() if counters["overrun"]}
+    for cpu in sorted(stats.cpu_buffer_started - counted):
+        # The trace marks a CPU whose oldest events were overwritten; without live counters it is the only sign.
+        until = stats.first_ts_per_cpu.get(cpu)
+        loss.add(until, "CPU %d's buffer was overwritten: its events before %s are gone"
+                 % (cpu, clock.iso(until) or "an unknown time"))
     first = list(stats.first_ts_per_cpu.values())
     source["oldest_event_time"] = clock.iso(min(first)) if first else None
     source["loss"] = loss.describe() if loss.reasons else None

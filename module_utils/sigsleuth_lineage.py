@@ -111,7 +111,6 @@ class Lineage:
         self.in_kill_syscall = {}  # tid -> (syscall, args, ts) between a kill-family entry and exit
         self.kills = []
         self._last_kill = {}      # (victim incarnation id, signal) -> Kill, to fold repeated sends
-        self.events = 0
         self._handlers = {
             FORK: self._on_fork,
             EXEC: self._on_exec,
@@ -166,7 +165,6 @@ class Lineage:
 
     def feed(self, event):
         name, ts, _cpu, tid, tgid, fields = event
-        self.events += 1
         if tgid is not None and tgid != tid and self.thread_group.get(tid) != tgid:
             self._learn_thread(tid, tgid)
         handler = self._handlers.get(name)

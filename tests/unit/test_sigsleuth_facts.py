@@ -109,3 +109,13 @@ def test_wall_clock_step_between_arm_and_collect_is_noted(state_dir, validator):
     step = report["sources"]["clock"]["step"]
     assert step and "+5.0" in step
     assert all(any("wall clock was stepped" in gap for gap in kill["gaps"]) for kill in report["kills"])
+
+
+def test_an_overwritten_cpu_marker_in_a_replay_is_reported_as_loss(state_dir, tmp_path, validator):
+    arm_state(state_dir)
+    replay = tmp_path / "overwritten.trace"
+    with open(TRACE, "rb") as handle:
+        replay.write_bytes(b"##### CPU 1 buffer started ####\n" + handle.read())
+    report = facts(state_dir, trace_file=str(replay))
+    assert not list(validator.iter_errors(report))
+    assert "CPU 1's buffer was overwritten" in report["sources"]["ftrace"]["loss"]
