@@ -16,7 +16,6 @@ file has none and events are closed by the parser's serial/time window; ``--eoe`
 import argparse
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys

@@ -12,7 +12,6 @@ grow with the input.
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile

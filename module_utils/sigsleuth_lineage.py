@@ -284,7 +284,7 @@ class Lineage:
         proc.facts_from["comm"] = SOURCE_TRACE
 
     def _on_exit(self, ts, tid, tgid, fields):
-        _comm, exiting_tid, group_dead = fields
+        _comm, _tid, group_dead = fields
         if group_dead is None:
             group_dead = tid == (tgid if tgid is not None else self.thread_group.get(tid, tid))
         self.in_kill_syscall.pop(tid, None)

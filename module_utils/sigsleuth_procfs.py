@@ -50,12 +50,6 @@ def is_zombie(pid, proc=PROC):
     return bool(fields) and fields[0] in (b"Z", b"X")
 
 
-def start_boot_ns(pid, proc=PROC):
-    """Start time of a live pid on the boot clock (ns), or None when it is gone."""
-    stat = read_stat(pid, proc)
-    return None if stat is None else stat[2] * NS_PER_TICK
-
-
 def read_process(pid, proc=PROC):
     """A snapshot entry for one live process, or None when it vanished while being read."""
     stat = read_stat(pid, proc)
