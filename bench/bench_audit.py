@@ -140,11 +140,12 @@ class Generator:
 
 CHILD_OURS = """
 import sys, time
-sys.path.insert(0, %(module_utils)r)
-import sigsleuth_audit
-stats = sigsleuth_audit.AuditStats()
+import ansible.module_utils
+ansible.module_utils.__path__.append(%(module_utils)r)
+from ansible.module_utils.sigsleuth_audit_log import AuditStats, iter_audit_events
+stats = AuditStats()
 count = kills = 0
-for event in sigsleuth_audit.iter_audit_events([%(path)r], stats=stats):
+for event in iter_audit_events([%(path)r], stats=stats):
     count += 1
     if event.signal is not None:
         kills += 1

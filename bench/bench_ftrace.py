@@ -61,7 +61,7 @@ MEASURE = r"""
 import resource, sys, time
 import ansible.module_utils
 ansible.module_utils.__path__.append(sys.argv[1] + "/module_utils")
-from ansible.module_utils.sigsleuth_ftrace import TraceStats, iter_events
+from ansible.module_utils.sigsleuth_trace_parser import TraceStats, iter_events
 from ansible.module_utils.sigsleuth_lineage import Lineage
 path, mode, limit = sys.argv[2], sys.argv[3], int(sys.argv[4])
 class Limited:

@@ -206,18 +206,23 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sigsleuth_audit import (
-    AUDITD_CONF, OUR_KEYS, RULES_FILE, AuditError, audit_status, build_rules, has_systemd, list_rules,
-    our_rules, read_auditd_conf, read_log_file_setting, rule_argv, rule_identity, rule_key, rules_file_text,
-    start_auditd, stop_auditd, supported_abis, syscall_table,
+from ansible.module_utils.sigsleuth_audit_rules import (
+    OUR_KEYS, build_rules, list_rules, our_rules, rule_argv, rule_identity, rule_key, rules_file_text,
+    supported_abis, syscall_table,
 )
-from ansible.module_utils.sigsleuth_common import (
-    STATE_DIR, ModuleRunner, StateStore, atomic_write, fail_from, iso_utc, parse_signals, signal_name,
+from ansible.module_utils.sigsleuth_auditd import (
+    audit_status, has_systemd, read_auditd_conf, read_log_file_setting, start_auditd, stop_auditd,
+)
+from ansible.module_utils.sigsleuth_clock import iso_utc
+from ansible.module_utils.sigsleuth_command import ModuleRunner, SigsleuthError, fail_from
+from ansible.module_utils.sigsleuth_state import StateStore, atomic_write
+from ansible.module_utils.sigsleuth_vocabulary import (
+    AUDIT_RULES_FILE, AUDITD_CONF, BOOT_ID_PATH, STATE_DIR, parse_signals, signal_name,
 )
 
 SECTION = "audit"
 # Module-level so unit tests can point them elsewhere.
-PATHS = {"rules_file": RULES_FILE, "boot_id": "/proc/sys/kernel/random/boot_id", "root": "/"}
+PATHS = {"rules_file": AUDIT_RULES_FILE, "boot_id": BOOT_ID_PATH, "root": "/"}
 PACKAGE_MANAGERS = (
     ("apt-get", ["apt-get", "install", "-y", "--no-install-recommends", "auditd"]),
     ("dnf", ["dnf", "install", "-y", "audit"]),
@@ -332,7 +337,7 @@ def arm(module, store, section):
         log_file = read_log_file_setting(params["auditd_conf"])
         log_format = read_auditd_conf(params["auditd_conf"]).get("log_format", "RAW").upper()
         status = audit_status(run)
-    except AuditError as exc:
+    except SigsleuthError as exc:
         fail_from(module, exc)
     if status["locked"]:
         module.fail_json(
@@ -342,7 +347,7 @@ def arm(module, store, section):
     signals, abis, rules = desired_rules(module, params, run)
     try:
         loaded = list_rules(run)
-    except AuditError as exc:
+    except SigsleuthError as exc:
         fail_from(module, exc)
     ours = our_rules(loaded)
     wanted = {rule_identity(rule) for rule in rules}
@@ -459,7 +464,7 @@ def arm(module, store, section):
         if to_add:
             section.update(lost_at_arm=status.get("lost"), backlog_at_arm=status.get("backlog"))
         store.put(SECTION, section)
-    except AuditError as exc:
+    except SigsleuthError as exc:
         undo.fail(msg=exc.msg, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr)
     except (OSError, ValueError) as exc:
         undo.fail(msg="cannot arm audit: %s" % exc)
@@ -474,7 +479,7 @@ def arm(module, store, section):
 def _run(run, argv):
     rc, out, err = run(argv)
     if rc != 0:
-        raise AuditError("`%s` failed (rc=%s): %s" % (" ".join(argv), rc, (err or out or "").strip()),
+        raise SigsleuthError("`%s` failed (rc=%s): %s" % (" ".join(argv), rc, (err or out or "").strip()),
                          rc=rc, stdout=out, stderr=err)
     return out
 
@@ -509,7 +514,7 @@ class Undo:
         if self.started:
             try:
                 stop_auditd(self.run, pid=self.started)
-            except AuditError as exc:
+            except SigsleuthError as exc:
                 problems.append(exc.msg)
         if self.enabled or self.started:
             self.run(["auditctl", "-e", "0"])
@@ -545,7 +550,7 @@ def disarm(module, store):
         try:
             status = audit_status(run)
             ours = our_rules(list_rules(run))
-        except AuditError as exc:
+        except SigsleuthError as exc:
             fail_from(module, exc)
         if ours and status["locked"]:
             module.fail_json(
@@ -599,7 +604,7 @@ def disarm(module, store):
         if status is not None:
             result["status"] = audit_status(run)
         store.drop(SECTION)
-    except AuditError as exc:
+    except SigsleuthError as exc:
         fail_from(module, exc, rules_removed=ours)
     except (OSError, ValueError) as exc:
         module.fail_json(msg="cannot disarm audit: %s" % exc)

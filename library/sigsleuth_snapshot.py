@@ -79,8 +79,9 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sigsleuth_common import BOOT_ID_PATH, STATE_DIR, StateStore
-from ansible.module_utils.sigsleuth_procfs import PROC, take_snapshot
+from ansible.module_utils.sigsleuth_procfs import take_snapshot
+from ansible.module_utils.sigsleuth_state import StateStore
+from ansible.module_utils.sigsleuth_vocabulary import BOOT_ID_PATH, PROC, STATE_DIR
 
 SECTION = "snapshot"
 SNAPSHOT_FILE = "snapshot.jsonl"

@@ -163,12 +163,14 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sigsleuth_common import (
-    BOOT_ID_PATH, STATE_DIR, ModuleRunner, StateStore, clock_offset_ns, fail_from, iso_utc, parse_signals,
-    signal_name,
+from ansible.module_utils.sigsleuth_clock import clock_offset_ns, iso_utc
+from ansible.module_utils.sigsleuth_command import ModuleRunner, SigsleuthError, fail_from
+from ansible.module_utils.sigsleuth_state import StateStore
+from ansible.module_utils.sigsleuth_vocabulary import (
+    BOOT_ID_PATH, DEFAULT_TRACEFS, MOUNTS, STATE_DIR, parse_signals, signal_name,
 )
 from ansible.module_utils.sigsleuth_tracefs import (
-    DEFAULT_BUFFER_SIZE_KB, DEFAULT_INSTANCE, DEFAULT_TRACEFS, MOUNTS, TRACE_CLOCK, TracefsError,
+    DEFAULT_BUFFER_SIZE_KB, DEFAULT_INSTANCE, TRACE_CLOCK,
     create_instance, desired_settings, find_tracefs, instance_names, instance_path, is_tracefs_root,
     mount_tracefs, normalise, observed_settings, probe_events, remove_instance, tracefs_mounts,
     unmount_tracefs, apply,
@@ -216,7 +218,7 @@ def arm(module, store, section):
         module.fail_json(msg="buffer_size_kb must be at least 1 (KiB per CPU), got %d" % params["buffer_size_kb"])
     try:
         instance_path(DEFAULT_TRACEFS, params["instance"])
-    except TracefsError as exc:
+    except SigsleuthError as exc:
         fail_from(module, exc)
 
     tracefs, needs_mount = locate_tracefs(params["tracefs_path"])
@@ -235,7 +237,7 @@ def arm(module, store, section):
         if needs_mount:
             try:
                 mount_tracefs(tracefs, run=ModuleRunner(module))
-            except TracefsError as exc:
+            except SigsleuthError as exc:
                 fail_from(module, exc)
             undo.mounted = tracefs
         signal_fields, missing_required, missing_optional = probe_events(tracefs)
@@ -302,7 +304,7 @@ def arm(module, store, section):
         apply(path, desired, observed_settings(path))
         armed_at_ns = time.time_ns()
         store.put(SECTION, dict(record, armed_at_ns=armed_at_ns, clock_offset_ns=clock_offset_ns()))
-    except TracefsError as exc:
+    except SigsleuthError as exc:
         undo.fail(msg=exc.msg, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, instance_path=path)
     except OSError as exc:
         undo.fail(msg="cannot arm %s: %s" % (path, exc), instance_path=path)
@@ -329,7 +331,7 @@ class Undo:
         if self.created:
             try:
                 remove_instance(self.created)
-            except TracefsError as exc:
+            except SigsleuthError as exc:
                 self.module.warn("could not remove the half-armed instance %s: %s" % (self.created, exc.msg))
         if self.mounted:
             unmount_quietly(self.module, self.mounted)
@@ -347,7 +349,7 @@ class Undo:
 def unmount_quietly(module, tracefs):
     try:
         unmount_tracefs(tracefs, run=ModuleRunner(module))
-    except TracefsError as exc:
+    except SigsleuthError as exc:
         module.warn("%s; it stays mounted" % exc.msg)
 
 
@@ -366,9 +368,9 @@ def disarm(module, store, data, section):
     tracefs = section.get("tracefs")
     try:
         if not isinstance(tracefs, str) or not tracefs:
-            raise TracefsError("the ftrace section of %s names no tracefs" % store.path)
+            raise SigsleuthError("the ftrace section of %s names no tracefs" % store.path)
         path = instance_path(tracefs, section.get("instance"))
-    except TracefsError as exc:
+    except SigsleuthError as exc:
         module.fail_json(msg="%s; it is corrupt: check the instance by hand, then remove the file" % exc.msg)
     # tracefs unmounted since arm (by someone else): the instance lives on in the kernel, out of sight. Mount
     # it again for the time it takes to remove the instance.
@@ -397,7 +399,7 @@ def disarm(module, store, data, section):
                 unmount_quietly(module, tracefs)
         else:
             remove_instance(path)
-    except TracefsError as exc:
+    except SigsleuthError as exc:
         fail_from(module, exc, instance_path=path)
     if unmount:
         others = instance_names(tracefs)
@@ -408,7 +410,7 @@ def disarm(module, store, data, section):
         else:
             try:
                 unmount_tracefs(tracefs, run=ModuleRunner(module))
-            except TracefsError as exc:
+            except SigsleuthError as exc:
                 module.warn("%s; it stays mounted" % exc.msg)
                 actions.remove("unmount tracefs at %s" % tracefs)
     store.drop(SECTION)

@@ -1,60 +1,63 @@
 # -*- coding: utf-8 -*-
-# The lineage engine: process incarnations, kills and ancestry. Standard library only; Python 3.9+.
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# The lineage engine: process incarnations, their links, and pruning. Standard library only; Python 3.9+.
 """Feed events one at a time; read kills with their sender's ancestry.
 
-Every process is a `Process` object: one incarnation. A pid that is reused later gets a new object, so a
-kill recorded against an earlier incarnation can never pick up a newcomer's details. Kills capture their
-sender, victim and ancestry at the moment of the kill.
+Every process is a `Process` object: one incarnation, identified by its `ProcessKey`. A pid that is reused
+later gets a new object, so a kill recorded against an earlier incarnation can never pick up a newcomer's
+details. Kills capture their sender, victim and ancestry at the moment of the kill; how each send came about
+is decided in sigsleuth_attribution.
 
 Time is kept on the boot clock (ns) as the trace records it; the report converts to wall-clock time.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import collections
+import itertools
 
-from ansible.module_utils.sigsleuth_common import decode_name
-from ansible.module_utils.sigsleuth_ftrace import (
-    CGROUP_ATTACH, EXEC, EXIT, FORK, KILL_SYSCALLS, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
+from ansible.module_utils.sigsleuth_attribution import (
+    EvidenceWindow, SendEvidence, attribute, remember, rlimit_mechanism,
 )
 from ansible.module_utils.sigsleuth_procfs import START_TOLERANCE_NS
+from ansible.module_utils.sigsleuth_trace_parser import (
+    CGROUP_ATTACH, EXEC, EXIT, FORK, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
+)
+from ansible.module_utils.sigsleuth_vocabulary import (
+    CLONE_THREAD, KILL_SYSCALLS, RLIMIT_CPU, RLIMIT_RTTIME, SI_KERNEL, SOURCE_AUDIT, SOURCE_INHERITED, SOURCE_SNAPSHOT,
+    SOURCE_TRACE, SOURCE_UNSEEN, decode_name,
+)
 
-CLONE_THREAD = 0x00010000
-SI_USER, SI_KERNEL, SI_QUEUE, SI_TKILL = 0, 0x80, -1, -6
 MAX_ANCESTRY = 512  # a guard against a corrupt cycle, far deeper than any real process tree
-RLIMIT_CPU, RLIMIT_RTTIME = 0, 15
 NO_LIMITS = frozenset()
-# cgroup.kill signals every member from inside one small write(2); the window bounds how long that may take.
-WRITE_WINDOW_NS = 1_000_000_000
 # The OOM killer marks its victim right after signalling it.
 OOM_MARK_WINDOW_NS = 1_000_000_000
-# Recently exited threads and small writes are only needed for microseconds: keep the newest few.
-RECENT_LIMIT = 4096
 # Audit stamps come from a coarse clock taken at syscall entry: a process seen exec'ing this long before its
 # parent's fork (vfork) returned is still the forked one.
 SAME_PROCESS_SLACK_NS = 50_000_000
 
 RESULTS = {0: "delivered", 1: "ignored", 2: "already_pending", 3: "overflow_fail", 4: "lose_info"}
 
-# How a process came to be known, in order of trust.
-SOURCE_TRACE = "ftrace"       # its fork was traced
-SOURCE_SNAPSHOT = "snapshot"  # it was in the arm-time process table
-SOURCE_AUDIT = "audit"        # its fork was audited (audit-only mode)
-SOURCE_UNSEEN = "unseen"      # it acted in the trace, but neither its fork nor a snapshot entry is known
+# One incarnation's identity: its pid (thread group id), its start (boot ns; None while unknown) and the
+# lineage's serial number for it, which keeps two incarnations apart even when the start is unknown.
+ProcessKey = collections.namedtuple("ProcessKey", "pid start_ns serial")
+# What a process was at the moment of a kill: later renames and execs do not change a kill's record.
+ProcessAtKill = collections.namedtuple("ProcessAtKill", "process comm exe argv")
 
 
 class Process:
     """One incarnation of a process (thread group)."""
 
     __slots__ = (
-        "pid", "start_ns", "parent", "comm", "exe", "argv", "uid", "exit_ns", "exited", "source",
+        "key", "pid", "start_ns", "parent", "comm", "exe", "argv", "uid", "exit_ns", "exited", "source",
         "known_since_ns", "live_children", "notes", "alive_confirmed", "ppid_hint", "facts_from", "rlimits",
         "ns_pid", "cgroup", "memory_cgroup", "extra", "exec_times",
     )
 
-    def __init__(self, pid, start_ns, parent, comm, exe, source, known_since_ns):
-        self.pid = pid
-        self.start_ns = start_ns
+    def __init__(self, key, parent, comm, exe, source, known_since_ns):
+        self.key = key
+        self.pid = key.pid
+        self.start_ns = key.start_ns
         self.parent = parent
         self.comm = comm
         self.exe = exe
@@ -76,29 +79,41 @@ class Process:
         self.extra = {}  # identity facts only audit knows: auid, euid, ses, tty, cwd
         self.exec_times = None  # boot ns of each exec seen since arming
 
+    def at_kill(self):
+        return ProcessAtKill(self, self.comm, self.exe, self.argv)
+
     def __repr__(self):
         return "Process(%d %r start=%s exited=%s)" % (self.pid, self.comm, self.start_ns, self.exited)
 
 
 class Kill:
-    """One delivery of an armed signal to one victim."""
+    """One delivery of an armed signal to one victim. `send` is the evidence attribution decided it from."""
 
     __slots__ = (
         "ts_ns", "signal", "code", "errno", "result", "group", "sender", "sender_tid", "victim", "victim_tid",
-        "chain", "mechanism", "origin", "evidence", "count", "syscall_args", "notes", "sender_identity",
-        "trigger", "oom", "audit", "audit_facts",
+        "ancestry", "mechanism", "origin", "evidence", "count", "syscall_args", "notes", "sender_at_kill",
+        "trigger", "oom", "audit", "audit_facts", "send", "attribution_note",
     )
 
     def __init__(self, **fields):
         for name in self.__slots__:
             setattr(self, name, fields.get(name))
+        self.ancestry = self.ancestry or []
+        self.notes = self.notes or []
+        self.audit_facts = self.audit_facts or {}
+        self.count = self.count or 1
+
+    def members(self):
+        """The victim, the sender and its ancestors: every process the kill's record names."""
+        return [self.victim] + ([self.sender] if self.sender is not None else []) + [
+            ancestor.process for ancestor in self.ancestry]
 
 
 class Lineage:
     """Process lineage built from a stream of events.
 
-    feed((event, ts_ns, cpu, tid, tgid, fields)) accepts what `sigsleuth_ftrace.iter_events` yields; the
-    add_snapshot_entry() calls must come first. `kills` grows as signal events of the armed signals arrive.
+    feed((event, ts_ns, cpu, tid, tgid, fields)) accepts what `sigsleuth_trace_parser.iter_events` yields; the
+    add_snapshot() call must come first. `kills` grows as signal events of the armed signals arrive.
     """
 
     def __init__(self, signals, snapshot_time_ns=None, memory_hierarchy=None):
@@ -108,9 +123,11 @@ class Lineage:
         self.by_pid = {}          # tgid -> current Process incarnation (pruned when dead and childless)
         self.thread_group = {}    # tid -> tgid, for threads that are not their group's leader
         self.clone_flags = {}     # new tid -> clone flags, from task_newtask until its fork event
-        self.in_kill_syscall = {}  # tid -> (syscall, args, ts) between a kill-family entry and exit
+        self.evidence = EvidenceWindow()
         self.kills = []
-        self._last_kill = {}      # (victim incarnation id, signal) -> Kill, to fold repeated sends
+        self._serials = itertools.count(1)
+        self._last_kill = {}      # (victim key, signal) -> Kill, to fold repeated sends
+        self.recently_exited = collections.OrderedDict()  # pid -> exited Process, the newest few: a zombie holds its pid
         self._handlers = {
             FORK: self._on_fork,
             EXEC: self._on_exec,
@@ -120,16 +137,34 @@ class Lineage:
             SIGNAL_GENERATE: self._on_signal,
             MARK_VICTIM: self._on_mark_victim,
             CGROUP_ATTACH: self._on_cgroup_attach,
+            "sys_enter_write": self._on_small_write,
+            "sys_enter_prlimit64": self._on_prlimit,
+            "sys_enter_setrlimit": self._on_setrlimit,
         }
         for name in KILL_SYSCALLS:
             self._handlers["sys_enter_" + name] = self._syscall_enter_handler(name)
             self._handlers["sys_exit_" + name] = self._on_syscall_exit
-        self.exited_tids = OrderedDict()      # tid -> ts of its exit, the newest RECENT_LIMIT
-        self.recently_exited = OrderedDict()  # pid -> exited Process, newest RECENT_LIMIT: a zombie holds its pid
-        self.in_small_write = OrderedDict()   # tid -> ts of its last write(2) of at most 2 bytes ("1" to cgroup.kill)
-        self._handlers["sys_enter_write"] = self._on_small_write
-        self._handlers["sys_enter_prlimit64"] = self._on_prlimit
-        self._handlers["sys_enter_setrlimit"] = self._on_setrlimit
+
+    def new_process(self, pid, start_ns, parent, comm, exe, source, known_since_ns):
+        """A new incarnation of pid, linked to its parent and indexed as the pid's current one."""
+        proc = Process(ProcessKey(pid, start_ns, next(self._serials)), parent, comm, exe, source, known_since_ns)
+        if parent is not None:
+            parent.live_children += 1
+        self.by_pid[pid] = proc
+        return proc
+
+    def adopt(self, proc, parent):
+        """Link a process whose parent was unknown to the parent another witness names."""
+        if proc.parent is None and parent is not None and parent is not proc:
+            proc.parent = parent
+            parent.live_children += 1
+
+    def _relink(self, proc, parent):
+        if proc.parent is not parent:
+            if proc.parent is not None:
+                proc.parent.live_children -= 1
+            proc.parent = None
+            self.adopt(proc, parent)
 
     # ------------------------------------------------------------ snapshot
 
@@ -137,25 +172,21 @@ class Lineage:
         """Seed the table with the arm-time process table (entries as sigsleuth_procfs.read_process)."""
         staged = []
         for entry in entries:
-            proc = Process(entry["pid"], entry.get("start_boot_ns"), None, entry.get("comm"), entry.get("exe"),
-                           SOURCE_SNAPSHOT, self.snapshot_time_ns)
+            proc = self.new_process(entry["pid"], entry.get("start_boot_ns"), None, entry.get("comm"),
+                                    entry.get("exe"), SOURCE_SNAPSHOT, self.snapshot_time_ns)
             proc.argv = entry.get("argv")
             proc.uid = entry.get("uid")
             proc.ns_pid = entry.get("ns_pid")
             proc.cgroup = entry.get("cgroup")
             proc.memory_cgroup = entry.get("memory_cgroup")
             proc.facts_from.update(argv=SOURCE_SNAPSHOT, uid=SOURCE_SNAPSHOT)
-            self.by_pid[proc.pid] = proc
             for tid in entry.get("threads") or ():
                 if tid != proc.pid:
                     self.thread_group[tid] = proc.pid
             staged.append((proc, entry.get("ppid")))
         for proc, ppid in staged:
-            parent = self.by_pid.get(ppid) if ppid else None
-            if parent is not None and parent is not proc:
-                proc.parent = parent
-                parent.live_children += 1
-            elif ppid:
+            self.adopt(proc, self.by_pid.get(ppid) if ppid else None)
+            if proc.parent is None and ppid:
                 proc.ppid_hint = ppid
             if ppid == 1 and proc.parent is not None:
                 proc.notes.append("its parent at arm time was pid 1, which adopts orphans: if its real parent "
@@ -177,9 +208,8 @@ class Lineage:
             tgid = self.thread_group.get(tid, tid)
         proc = self.by_pid.get(tgid)
         if proc is None:
-            proc = Process(tgid, None, None, None, None, SOURCE_UNSEEN, ts)
+            proc = self.new_process(tgid, None, None, None, None, SOURCE_UNSEEN, ts)
             proc.notes.append("neither its fork nor an arm-time snapshot entry was seen")
-            self.by_pid[tgid] = proc
         return proc
 
     def _learn_thread(self, tid, tgid):
@@ -207,7 +237,7 @@ class Lineage:
             return None
         parent = self.process_of(parent_tid, parent_tgid, ts)
         self.thread_group.pop(child, None)
-        self.exited_tids.pop(child, None)
+        self.evidence.thread_reused(child)
         self.recently_exited.pop(child, None)
         old = self.by_pid.get(child)
         if old is not None and not old.exited and self._same_as_forked(old, ts, source):
@@ -216,25 +246,19 @@ class Lineage:
             old.start_ns = ts
             old.known_since_ns = ts
             old.source = source
-            if old.parent is not parent:
-                if old.parent is not None:
-                    old.parent.live_children -= 1
-                old.parent = parent
-                parent.live_children += 1
+            self._relink(old, parent)
             return old
         if old is not None and not old.exited:
             old.exited = True
             old.notes.append("its exit was not seen; pid %d was reused by a fork at boot+%.6fs" % (child, ts / 1e9))
             self._forget(old)
-        proc = Process(child, ts, parent, parent.comm, parent.exe, source, ts)
+        proc = self.new_process(child, ts, parent, parent.comm, parent.exe, source, ts)
         proc.argv = parent.argv
         proc.uid = parent.uid
         proc.rlimits = parent.rlimits
         proc.cgroup = parent.cgroup
         proc.memory_cgroup = parent.memory_cgroup
-        proc.facts_from = {"comm": "inherited", "exe": "inherited", "argv": "inherited", "uid": "inherited"}
-        parent.live_children += 1
-        self.by_pid[child] = proc
+        proc.facts_from = dict.fromkeys(("comm", "exe", "argv", "uid"), SOURCE_INHERITED)
         return proc
 
     @staticmethod
@@ -285,21 +309,19 @@ class Lineage:
 
     def _on_exit(self, ts, tid, tgid, fields):
         _comm, _tid, group_dead = fields
-        if group_dead is None:
-            group_dead = tid == (tgid if tgid is not None else self.thread_group.get(tid, tid))
-        self.in_kill_syscall.pop(tid, None)
-        _remember(self.exited_tids, tid, ts)
-        if not group_dead:
-            self.thread_group.pop(tid, None)
-            return
         leader = tgid if tgid is not None else self.thread_group.get(tid, tid)
-        proc = self.by_pid.get(leader)
+        if group_dead is None:
+            group_dead = tid == leader
+        self.evidence.thread_exited(tid, ts)
         self.thread_group.pop(tid, None)
+        if not group_dead:
+            return
+        proc = self.by_pid.get(leader)
         if proc is None or proc.exited:
             return
         proc.exited = True
         proc.exit_ns = ts
-        _remember(self.recently_exited, leader, proc)
+        remember(self.recently_exited, leader, proc)
         self._forget(proc)
 
     def _forget(self, proc):
@@ -313,13 +335,19 @@ class Lineage:
             parent.live_children -= 1
             proc = parent
 
+    # ------------------------------------------------------------ evidence around sends
+
     def _syscall_enter_handler(self, syscall):
         def on_enter(ts, tid, tgid, fields):
-            self.in_kill_syscall[tid] = (syscall, fields, ts)
+            self.evidence.syscall_entered(tid, syscall, fields)
         return on_enter
 
     def _on_syscall_exit(self, ts, tid, tgid, fields):
-        self.in_kill_syscall.pop(tid, None)
+        self.evidence.syscall_exited(tid)
+
+    def _on_small_write(self, ts, tid, tgid, fields):
+        if fields.get("count", 3) <= 2:
+            self.evidence.small_write(tid, ts)
 
     def _on_cgroup_attach(self, ts, tid, tgid, fields):
         hierarchy, path, moved = fields
@@ -328,10 +356,6 @@ class Lineage:
             proc.cgroup = path
         elif hierarchy == self.memory_hierarchy:
             proc.memory_cgroup = path
-
-    def _on_small_write(self, ts, tid, tgid, fields):
-        if fields.get("count", 3) <= 2:
-            _remember(self.in_small_write, tid, ts)
 
     def _on_prlimit(self, ts, tid, tgid, fields):
         if fields.get("new_rlim"):
@@ -348,16 +372,18 @@ class Lineage:
             proc.rlimits = proc.rlimits | {resource}
 
     def _on_mark_victim(self, ts, tid, tgid, fields):
-        """The OOM killer marks its victim right after sending SIGKILL: turn that kill into an oom_kill."""
+        """The OOM killer marks its victim right after sending SIGKILL: that kill is an OOM kill."""
         pid, comm, total_vm, anon, file_rss, shmem, uid = fields
         for kill in reversed(self.kills[-64:]):
-            if kill.victim.pid == pid and kill.origin == "kernel" and ts - kill.ts_ns <= OOM_MARK_WINDOW_NS:
-                kill.mechanism = "oom_kill"
-                kill.evidence.append("ftrace:mark_victim")
+            if kill.victim.pid == pid and kill.send.si_code == SI_KERNEL and ts - kill.ts_ns <= OOM_MARK_WINDOW_NS:
+                kill.send.oom_marked = True
+                attribute(kill)
                 kill.oom = {"total_vm_kb": total_vm, "anon_rss_kb": anon, "file_rss_kb": file_rss,
                             "shmem_rss_kb": shmem, "uid": uid,
                             "cgroup": kill.victim.memory_cgroup or kill.victim.cgroup}
                 return
+
+    # ------------------------------------------------------------ kills
 
     def _on_signal(self, ts, tid, tgid, fields):
         sig, errno, code, _comm, target_tid, group, result = fields
@@ -366,17 +392,19 @@ class Lineage:
         victim_tgid = self.thread_group.get(target_tid, target_tid)
         victim = self.by_pid.get(victim_tgid) or self.recently_exited.get(victim_tgid) \
             or self.process_of(target_tid, victim_tgid, ts)
-        fold_key = (id(victim), sig)
+        fold_key = (victim.key, sig)
         previous = self._last_kill.get(fold_key)
         if previous is not None and result != 0:
             # A send to a victim that is already dying or has it pending folds into the first record.
             previous.count += 1
             return
         current = self.process_of(tid, tgid, ts)
-        kill = Kill(ts_ns=ts, signal=sig, code=code, errno=errno, result=result, group=group,
-                    victim=victim, victim_tid=target_tid, count=1, notes=[], evidence=["ftrace:signal_generate"],
-                    chain=[], trigger=None, oom=None)
-        self._classify(kill, ts, tid, current)
+        send = self.evidence.around(SendEvidence(code, current, tid, witnesses=["ftrace:signal_generate"]), ts, sig)
+        send.victim_is_current = current is victim
+        send.victim_rlimit = rlimit_mechanism(victim.rlimits)
+        kill = Kill(ts_ns=ts, signal=sig, code=code, errno=errno, result=result, group=group, victim=victim,
+                    victim_tid=target_tid, send=send)
+        attribute(kill)
         self.record_kill(kill)
         self._last_kill[fold_key] = kill
 
@@ -385,68 +413,9 @@ class Lineage:
         if kill.sender is not None:
             proc = kill.sender.parent
             seen = set()
-            while proc is not None and len(kill.chain) < MAX_ANCESTRY and id(proc) not in seen:
-                seen.add(id(proc))
-                kill.chain.append((proc, proc.comm, proc.exe, proc.argv))
+            while proc is not None and len(kill.ancestry) < MAX_ANCESTRY and proc.key not in seen:
+                seen.add(proc.key)
+                kill.ancestry.append(proc.at_kill())
                 proc = proc.parent
-            kill.sender_identity = (kill.sender.comm, kill.sender.exe, kill.sender.argv)
+            kill.sender_at_kill = kill.sender.at_kill()
         self.kills.append(kill)
-
-    def _classify(self, kill, ts, tid, current):
-        """Decide origin, mechanism and sender from the evidence around one signal_generate.
-
-        signal_generate alone cannot tell kill(), cgroup.kill and a parent-death signal apart (all SI_USER
-        with the sender as current), so the syscall and exit events around it decide.
-        """
-        sig, code = kill.signal, kill.code
-        syscall = self.in_kill_syscall.get(tid)
-        if syscall is not None and syscall[1].get("sig") == sig:
-            kill.origin, kill.mechanism = "user", syscall[0]
-            kill.sender, kill.sender_tid = current, tid
-            kill.syscall_args = dict(syscall[1], syscall=syscall[0])
-            kill.evidence.append("ftrace:sys_enter_" + syscall[0])
-        elif code == SI_KERNEL:
-            kill.origin, kill.mechanism, kill.sender, kill.sender_tid = "kernel", "kernel", None, None
-            kill.trigger = (current, tid)
-            limit = _rlimit_mechanism(kill.victim) if current is kill.victim else None
-            if limit is not None:
-                kill.mechanism = limit
-                kill.evidence.append("ftrace:sys_enter_prlimit64/setrlimit")
-        elif code == SI_USER and tid in self.exited_tids:
-            # The kernel sends a parent-death signal from the exit path of the parent *thread*.
-            kill.origin, kill.mechanism = "kernel", "pdeath_signal"
-            kill.sender, kill.sender_tid = current, tid
-            kill.evidence.append("ftrace:sched_process_exit")
-        elif code == SI_USER and tid in self.in_small_write and ts - self.in_small_write[tid] <= WRITE_WINDOW_NS:
-            kill.origin, kill.mechanism = "user", "cgroup_kill"
-            kill.sender, kill.sender_tid = current, tid
-            kill.evidence.append("ftrace:sys_enter_write")
-        else:
-            kill.origin, kill.mechanism = "user", "unknown"
-            kill.sender, kill.sender_tid = current, tid
-            if code in (SI_TKILL, SI_QUEUE):
-                kill.notes.append("si_code %d means a %s, but the syscall entry was not traced"
-                                  % (code, "tkill/tgkill" if code == SI_TKILL else "sigqueue-family syscall"))
-            else:
-                kill.notes.append("the sending mechanism could not be determined: no kill-family syscall, "
-                                  "write or exit of the sender was seen around it")
-
-
-def _rlimit_mechanism(victim):
-    """rlimit_cpu / rlimit_rttime when a CPU-time limit was set on the victim or inherited by it."""
-    if RLIMIT_CPU in victim.rlimits:
-        return "rlimit_cpu"
-    if RLIMIT_RTTIME in victim.rlimits:
-        return "rlimit_rttime"
-    return None
-
-
-def _remember(recent, key, value):
-    """Insert into an OrderedDict that keeps only its newest RECENT_LIMIT entries.
-
-    (A plain dict would do, but dropping its oldest entry again and again makes finding the next oldest
-    crawl over the deleted slots.)"""
-    recent.pop(key, None)
-    recent[key] = value
-    if len(recent) > RECENT_LIMIT:
-        recent.popitem(last=False)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import os
 
-from ansible.module_utils.sigsleuth_common import atomic_write, decode_name
+from ansible.module_utils.sigsleuth_state import atomic_write
+from ansible.module_utils.sigsleuth_vocabulary import PROC, SOURCE_PROC, decode_name
 
-PROC = "/proc"
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 NS_PER_TICK = 1_000_000_000 // CLK_TCK
 # /proc start times have tick resolution; a traced fork at t matches a start in [t - 1 tick, t + 1 tick].
@@ -138,3 +138,35 @@ def iter_snapshot(path):
                 continue
             if isinstance(entry, dict) and isinstance(entry.get("pid"), int):
                 yield entry
+
+
+def settle_liveness(processes, proc=PROC):
+    """Settle what the events did not say: is each process still the same live process?
+
+    /proc may only fill in a process whose start time matches its incarnation; a pid that now belongs to
+    someone else is marked exited, never merged.
+    """
+    seen = set()
+    for member in processes:
+        if member.key in seen or member.exited:
+            continue
+        seen.add(member.key)
+        live = read_process(member.pid, proc)
+        if live is None:
+            member.exited = True
+            member.notes.append("exited at an unknown time (its exit was not traced)")
+        elif member.start_ns is None:
+            member.notes.append("pid %d is alive now, but nothing proves it is the same process" % member.pid)
+        elif abs(live["start_boot_ns"] - member.start_ns) > START_TOLERANCE_NS:
+            member.exited = True
+            member.notes.append("exited at an unknown time; pid %d now belongs to another process" % member.pid)
+        elif is_zombie(member.pid, proc):
+            # Where pid 1 does not reap, orphans stay zombies: still in /proc, but long dead.
+            member.exited = True
+            member.notes.append("exited at an unknown time; it is a zombie its parent has not reaped yet")
+        else:
+            member.alive_confirmed = True
+            for key in ("exe", "argv", "uid"):
+                if getattr(member, key) is None and live.get(key) is not None:
+                    setattr(member, key, live[key])
+                    member.facts_from[key] = SOURCE_PROC

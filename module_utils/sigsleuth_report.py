@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
-# The versioned report: lineage kills -> plain dicts. Standard library only; Python 3.9+.
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# The versioned report: its sources and its kills as plain dicts. Standard library only; Python 3.9+.
 """Build the report dict described by schema/report.schema.json.
 
 SCHEMA_VERSION follows semver: a minor bump adds optional fields, a major bump would break readers.
@@ -11,30 +12,26 @@ import functools
 import os
 import re
 
-from ansible.module_utils.sigsleuth_common import iso_utc, signal_name
-from ansible.module_utils.sigsleuth_lineage import RESULTS, SOURCE_UNSEEN
+from ansible.module_utils.sigsleuth_clock import iso_utc
+from ansible.module_utils.sigsleuth_lineage import RESULTS
+from ansible.module_utils.sigsleuth_loss import kill_gaps
+from ansible.module_utils.sigsleuth_vocabulary import SOURCE_AUDIT, signal_name
 
-SCHEMA_VERSION = "1.0.0"
-
-
-class Clock:
-    """Boot-clock ns -> wall-clock ISO strings with the offset measured at arm time."""
-
-    def __init__(self, offset_ns):
-        self.offset_ns = offset_ns
-
-    def iso(self, boot_ns):
-        if boot_ns is None or self.offset_ns is None:
-            return None
-        return iso_utc(boot_ns + self.offset_ns)
+SCHEMA_VERSION = "1.1.0"
+# What audit alone never records: these kills are missing from an audit-only report, not "unknown".
+AUDIT_BLIND_SPOTS = ("audit alone records kill-family syscalls only: kills by cgroup.kill, the OOM killer, "
+                     "parent-death signals and CPU-time limits leave no audit record and are missing from this "
+                     "report; arm ftrace to see them")
 
 
-def process_dict(proc, clock, identity=None, tid=None, facts=None):
+# ---------------------------------------------------------------- kills
+
+def process_dict(proc, clock, at_kill=None, tid=None, facts=None):
     """One process as the report shows it.
 
-    `identity` is (comm, exe, argv) as they were at the kill; `facts` are what audit knew of it then.
+    `at_kill` is the ProcessAtKill of the moment of the kill; `facts` are what audit knew of it then.
     """
-    comm, exe, argv = identity if identity is not None else (proc.comm, proc.exe, proc.argv)
+    _, comm, exe, argv = at_kill if at_kill is not None else proc.at_kill()
     entry = {
         "pid": proc.pid,
         "comm": comm,
@@ -62,7 +59,7 @@ def process_dict(proc, clock, identity=None, tid=None, facts=None):
     facts_from = dict(proc.facts_from)
     for key, value in (facts or {}).items():
         entry[key] = value
-        facts_from[key] = "audit"
+        facts_from[key] = SOURCE_AUDIT
     entry["facts_from"] = {key: source for key, source in facts_from.items()
                            if source and entry.get(key) is not None}
     if tid is not None:
@@ -86,16 +83,16 @@ def resolved_exe(path):
     return os.path.realpath(path)
 
 
-def kill_dict(kill, clock, loss):
+def kill_dict(kill, clock, losses):
     """One kill record with its ancestry and the plain-language gaps that apply to it."""
-    facts = kill.audit_facts or {}
-    victim = process_dict(kill.victim, clock, tid=kill.victim_tid, facts=facts.get(id(kill.victim)))
+    facts = kill.audit_facts
+    victim = process_dict(kill.victim, clock, tid=kill.victim_tid, facts=facts.get(kill.victim.key))
     sender = None
     if kill.sender is not None:
-        sender = process_dict(kill.sender, clock, identity=kill.sender_identity, tid=kill.sender_tid,
-                              facts=facts.get(id(kill.sender)))
-    ancestry = [process_dict(proc, clock, identity=(comm, exe, argv), facts=facts.get(id(proc)))
-                for proc, comm, exe, argv in kill.chain]
+        sender = process_dict(kill.sender, clock, at_kill=kill.sender_at_kill, tid=kill.sender_tid,
+                              facts=facts.get(kill.sender.key))
+    ancestry = [process_dict(ancestor.process, clock, at_kill=ancestor, facts=facts.get(ancestor.process.key))
+                for ancestor in kill.ancestry]
     record = {
         "time": clock.iso(kill.ts_ns),
         "signal": {"number": kill.signal, "name": signal_name(kill.signal)},
@@ -108,7 +105,7 @@ def kill_dict(kill, clock, loss):
         "count": kill.count,
         "evidence": list(kill.evidence),
         "ancestry": ancestry,
-        "gaps": chain_gaps(kill, loss, clock),
+        "gaps": kill_gaps(kill, losses, clock),
     }
     # Audit alone records neither the siginfo code nor the delivery result: left out, not guessed.
     if kill.code is None:
@@ -139,31 +136,82 @@ def container_id(cgroup):
     return (m.group(1) or m.group(2)) if m else None
 
 
-def chain_gaps(kill, loss, clock):
-    """Why this kill's sender, ancestry or victim may be incomplete or unverified."""
-    gaps = list(kill.notes)
-    members = ([kill.sender] if kill.sender is not None else []) + [proc for proc, _, _, _ in kill.chain]
-    top = members[-1] if members else None
-    if top is not None:
-        if top.source == SOURCE_UNSEEN:
-            why = loss.describe() if loss.until_ns is not None else "it started before arming and was not in the arm-time snapshot"
-            gaps.append("the chain stops at pid %d: %s (%s)" % (top.pid, "its parent is unknown", why))
-        elif top.parent is None and top.pid != 1 and top.ppid_hint:
-            gaps.append("the chain stops at pid %d (%s): its parent pid %d at arm time was not in the snapshot"
-                        % (top.pid, top.comm, top.ppid_hint))
-    if loss.until_ns is not None:
-        for proc in [kill.victim] + members:
-            if proc.known_since_ns is not None and proc.known_since_ns <= loss.until_ns \
-                    and not proc.alive_confirmed and proc.source != SOURCE_UNSEEN:
-                gaps.append("pid %d (%s) was identified from records older than lost trace events; %s; "
-                            "it may have been another process reusing that pid"
-                            % (proc.pid, proc.comm, loss.describe()))
-        if kill.ts_ns <= loss.until_ns:
-            gaps.append("this kill happened while trace events were being lost (%s)" % loss.describe())
-    return gaps
+# ---------------------------------------------------------------- sources
+
+def not_armed(reason):
+    return {"armed": False, "reason": reason}
 
 
-def build_report(host, armed_at_ns, collected_at_ns, signals, sources, kills, clock, loss):
+def snapshot_source(section, clock, error=None):
+    if section is None:
+        return not_armed("no arm-time process snapshot was taken")
+    source = {"armed": True}
+    if error:
+        source["error"] = error
+    else:
+        source.update(taken_at=iso_utc(section.get("taken_at_ns")), processes=section.get("count"))
+    return source
+
+
+def ftrace_source(section, stats, per_cpu, loss, clock, error=None):
+    """sources.ftrace: the instance, what the parser read, the per-CPU counters and the loss statement."""
+    source = {
+        "armed": True,
+        "instance": section["instance"],
+        "clock": section.get("clock"),
+        "buffer_size_kb": section.get("buffer_size_kb"),
+        "missing_optional_events": section.get("missing_optional_events", []),
+    }
+    if error:
+        source["error"] = error
+    source.update(stats.as_dict())
+    source["per_cpu"] = {}
+    for cpu, counters in per_cpu.items():
+        oldest = counters.get("oldest_event_ts_ns")
+        source["per_cpu"][str(cpu)] = {
+            "entries": counters.get("entries"),
+            "overrun": counters.get("overrun", 0),
+            "commit_overrun": counters.get("commit_overrun", 0),
+            "dropped_events": counters.get("dropped_events", 0),
+            "oldest_event_time": clock.iso(oldest) if isinstance(oldest, int) else None,
+        }
+    first = list(stats.first_ts_per_cpu.values())
+    source["oldest_event_time"] = clock.iso(min(first)) if first else None
+    source["loss"] = loss.statement()
+    source["loss_before"] = clock.iso(loss.until_ns)
+    return source
+
+
+def audit_source(section, stats, loss, lineage_mode, status=None, status_error=None, only_audit_saw=None):
+    """sources.audit: the rules, the log read, the kernel's counters and the loss statement."""
+    source = {"armed": True, "mode": "lineage" if lineage_mode else "enrich", "log_file": section.get("log_file"),
+              "rules": len(section.get("rules") or ()), "lost_at_arm": section.get("lost_at_arm"),
+              "backlog_at_arm": section.get("backlog_at_arm")}
+    if status_error:
+        source["status_error"] = status_error
+    elif status is not None:
+        source.update(lost_at_collect=status.get("lost"), backlog_at_collect=status.get("backlog"),
+                      enabled=status.get("enabled"))
+    if lineage_mode:
+        source["cannot_see"] = AUDIT_BLIND_SPOTS
+    else:
+        source["kills_only_audit_saw"] = only_audit_saw
+    source.update(stats.as_dict())
+    source["events_read"] = stats.events
+    source["lines_skipped"] = stats.malformed_lines + stats.truncated_lines
+    source["oldest_event_time"] = iso_utc(stats.earliest_ns)
+    source["loss"] = loss.statement()
+    return source
+
+
+def clock_source(trace_clock, offset_at_arm_ns, offset_at_collect_ns, step):
+    return {"trace_clock": trace_clock, "offset_at_arm_ns": offset_at_arm_ns,
+            "offset_at_collect_ns": offset_at_collect_ns, "step": step}
+
+
+# ---------------------------------------------------------------- the report
+
+def build_report(host, armed_at_ns, collected_at_ns, signals, sources, kills, clock, losses):
     return {
         "schema_version": SCHEMA_VERSION,
         "host": host,
@@ -171,5 +219,5 @@ def build_report(host, armed_at_ns, collected_at_ns, signals, sources, kills, cl
         "collected_at": iso_utc(collected_at_ns),
         "signals": list(signals),
         "sources": sources,
-        "kills": [kill_dict(kill, clock, loss) for kill in kills],
+        "kills": [kill_dict(kill, clock, losses) for kill in kills],
     }

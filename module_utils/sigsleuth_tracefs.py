@@ -12,15 +12,14 @@ from __future__ import annotations
 import errno
 import os
 import re
-import subprocess
 
-DEFAULT_TRACEFS = "/sys/kernel/tracing"
-DEBUGFS_TRACEFS = "/sys/kernel/debug/tracing"
-MOUNTS = "/proc/mounts"
+from ansible.module_utils.sigsleuth_command import REASON_TRACEFS_UNUSABLE, SigsleuthError, run_command
+from ansible.module_utils.sigsleuth_vocabulary import DEBUGFS_TRACEFS, DEFAULT_TRACEFS, KILL_SYSCALLS, MOUNTS
+
 DEFAULT_INSTANCE = "sigsleuth"
 DEFAULT_BUFFER_SIZE_KB = 8192
 # The boot clock keeps counting in suspend and is what CLOCK_BOOTTIME reads, so a timestamp converts to wall
-# clock exactly with the offset measured at arm (sigsleuth_common.clock_offset_ns).
+# clock exactly with the offset measured at arm (sigsleuth_clock.clock_offset_ns).
 TRACE_CLOCK = "boot"
 
 SIGNAL_EVENT = "signal/signal_generate"
@@ -34,15 +33,14 @@ LINEAGE_EVENTS = (
 )
 REQUIRED_EVENTS = (SIGNAL_EVENT,) + LINEAGE_EVENTS
 # Extra evidence for how a signal was sent; a kernel without syscall tracepoints still gets armed.
-KILL_SYSCALL_NAMES = ("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
-KILL_SYSCALL_EVENTS = tuple("syscalls/sys_enter_" + name for name in KILL_SYSCALL_NAMES)
+KILL_SYSCALL_EVENTS = tuple("syscalls/sys_enter_" + name for name in KILL_SYSCALLS)
 NO_FILTER = "none"
 OOM_EVENT = "oom/mark_victim"
 # Evidence that decides a send's mechanism (see sigsleuth_lineage._classify), each with a fixed filter:
 # the kill syscalls' exits close their window; a write of at most 2 bytes may be "1" to cgroup.kill; a CPU
 # time limit (RLIMIT_CPU 0, RLIMIT_RTTIME 15) being set explains a kernel SIGKILL/SIGXCPU later.
 EVIDENCE_FILTERS = dict(
-    [("syscalls/sys_exit_" + name, NO_FILTER) for name in KILL_SYSCALL_NAMES]
+    [("syscalls/sys_exit_" + name, NO_FILTER) for name in KILL_SYSCALLS]
     + [
         ("syscalls/sys_enter_write", "count <= 2"),
         ("syscalls/sys_enter_prlimit64", "new_rlim != 0 && (resource == 0 || resource == 15)"),
@@ -57,17 +55,6 @@ SIGNAL_FIELD_NAMES = ("sig", "signal")
 OPTIONS = {"record-tgid": "1", "overwrite": "1"}
 
 INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
-
-class TracefsError(Exception):
-    """A tracefs operation failed; rc/stdout/stderr are set when a command was run."""
-
-    def __init__(self, msg, rc=None, stdout=None, stderr=None):
-        Exception.__init__(self, msg)
-        self.msg = msg
-        self.rc = rc
-        self.stdout = stdout
-        self.stderr = stderr
 
 
 # ---------------------------------------------------------------- small file helpers
@@ -89,14 +76,7 @@ def _write(path, value):
         with open(path, "w") as handle:
             handle.write(value)
     except OSError as exc:
-        raise TracefsError("cannot write %r to %s: %s" % (value, path, exc.strerror or exc))
-
-
-def _run(argv):
-    """Default command runner: (rc, stdout, stderr) with a C locale, like AnsibleModule.run_command."""
-    env = dict(os.environ, LC_ALL="C")
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False)
-    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+        raise SigsleuthError("cannot write %r to %s: %s" % (value, path, exc.strerror or exc))
 
 
 # ---------------------------------------------------------------- finding and mounting
@@ -142,29 +122,30 @@ def find_tracefs(mounts=MOUNTS):
 
 
 def mount_tracefs(path=DEFAULT_TRACEFS, run=None):
-    """Mount tracefs at path; raise TracefsError with the command's output when it cannot be done."""
-    run = run or _run
+    """Mount tracefs at path; SigsleuthError (reason tracefs_unusable) with the command's output when it
+    cannot be done."""
+    run = run or run_command
     if not os.path.isdir(path):
-        raise TracefsError("cannot mount tracefs: mount point %s does not exist (kernel built without "
-                           "CONFIG_TRACING?)" % path)
+        raise SigsleuthError("cannot mount tracefs: mount point %s does not exist (kernel built without "
+                             "CONFIG_TRACING?)" % path, reason=REASON_TRACEFS_UNUSABLE)
     argv = ["mount", "-t", "tracefs", "nodev", path]
     rc, out, err = run(argv)
     if rc != 0:
-        raise TracefsError("cannot mount tracefs at %s: %s" % (path, (err or out).strip() or "rc=%d" % rc),
-                           rc=rc, stdout=out, stderr=err)
+        raise SigsleuthError("cannot mount tracefs at %s: %s" % (path, (err or out).strip() or "rc=%d" % rc),
+                             rc=rc, stdout=out, stderr=err, reason=REASON_TRACEFS_UNUSABLE)
     if not is_tracefs_root(path):
-        raise TracefsError("mounted tracefs at %s but it has no instances/ or events/ directory" % path,
-                           rc=rc, stdout=out, stderr=err)
+        raise SigsleuthError("mounted tracefs at %s but it has no instances/ or events/ directory" % path,
+                             rc=rc, stdout=out, stderr=err, reason=REASON_TRACEFS_UNUSABLE)
     return path
 
 
 def unmount_tracefs(path, run=None):
-    """Unmount the tracefs at path; raise TracefsError (e.g. busy) with the command's output."""
-    run = run or _run
+    """Unmount the tracefs at path; raise SigsleuthError (e.g. busy) with the command's output."""
+    run = run or run_command
     rc, out, err = run(["umount", path])
     if rc != 0:
-        raise TracefsError("cannot unmount tracefs at %s: %s" % (path, (err or out).strip() or "rc=%d" % rc),
-                           rc=rc, stdout=out, stderr=err)
+        raise SigsleuthError("cannot unmount tracefs at %s: %s" % (path, (err or out).strip() or "rc=%d" % rc),
+                             rc=rc, stdout=out, stderr=err)
 
 
 # ---------------------------------------------------------------- instances
@@ -172,8 +153,8 @@ def unmount_tracefs(path, run=None):
 def instance_path(tracefs, name):
     """The instance directory for name; rejects names that could point outside instances/."""
     if not isinstance(name, str) or not INSTANCE_NAME.match(name) or name in (".", ".."):
-        raise TracefsError("invalid instance name %r: use letters, digits, '_', '.', '-' (at most 64, not "
-                           "starting with '.' or '-')" % (name,))
+        raise SigsleuthError("invalid instance name %r: use letters, digits, '_', '.', '-' (at most 64, not "
+                             "starting with '.' or '-')" % (name,))
     return os.path.join(tracefs, "instances", name)
 
 
@@ -198,7 +179,7 @@ def create_instance(path):
     try:
         make_instance_dir(path)
     except OSError as exc:
-        raise TracefsError("cannot create trace instance %s: %s" % (path, exc.strerror or exc))
+        raise SigsleuthError("cannot create trace instance %s: %s" % (path, exc.strerror or exc))
 
 
 def remove_instance(path):
@@ -212,9 +193,9 @@ def remove_instance(path):
         remove_instance_dir(path)
     except OSError as exc:
         if exc.errno == errno.EBUSY:
-            raise TracefsError("cannot remove trace instance %s: it is busy (a reader such as trace_pipe "
-                               "still has it open)" % path)
-        raise TracefsError("cannot remove trace instance %s: %s" % (path, exc.strerror or exc))
+            raise SigsleuthError("cannot remove trace instance %s: it is busy (a reader such as trace_pipe "
+                                 "still has it open)" % path)
+        raise SigsleuthError("cannot remove trace instance %s: %s" % (path, exc.strerror or exc))
     return True
 
 
@@ -391,7 +372,7 @@ def apply(instance, desired, observed=None):
         current = observed_events.get(event) or {}
         directory = os.path.join(instance, "events", event)
         if not os.path.isdir(directory):
-            raise TracefsError("the kernel has no trace event %s (no %s)" % (event.replace("/", ":"), directory))
+            raise SigsleuthError("the kernel has no trace event %s (no %s)" % (event.replace("/", ":"), directory))
         if current.get("filter") != wanted["filter"]:
             # "0" clears a filter; a rejected filter leaves the parse error in the file and fails the write.
             _write(os.path.join(directory, "filter"), "0" if wanted["filter"] == NO_FILTER else wanted["filter"])

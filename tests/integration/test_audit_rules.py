@@ -12,7 +12,10 @@ import time
 
 import pytest
 
-from ansible.module_utils import sigsleuth_audit as audit
+from ansible.module_utils import sigsleuth_audit_log as audit_log
+from ansible.module_utils import sigsleuth_auditd as auditd
+from ansible.module_utils import sigsleuth_audit_rules as rules
+from ansible.module_utils import sigsleuth_vocabulary as vocabulary
 from tests.lock import armed_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,7 +71,7 @@ def host(lock, tmp_path):
     """The audit state as found; every test ends with it restored (rules, auditd, enabled, backlog limit)."""
     if subprocess.run(["sh", "-c", "command -v auditctl"], stdout=subprocess.DEVNULL).returncode != 0:
         pytest.skip("auditd is not installed (.ci/run installs it)")
-    found = audit.audit_status()
+    found = auditd.audit_status()
     found_rules = rules_text()
     rules_d = sorted(os.listdir("/etc/audit/rules.d")) if os.path.isdir("/etc/audit/rules.d") else None
     assert "sigsleuth_" not in found_rules, "sigsleuth audit rules are loaded before the test: a previous run " \
@@ -87,14 +90,14 @@ def host(lock, tmp_path):
         auditctl(*(["-W"] + rule[1:] if rule[0] == "-w" else ["-d"] + rule[1:]), check=False)
     for line in rules_text().splitlines():
         if "sigsleuth_" in line:
-            auditctl(*audit.rule_argv(line, delete=True)[1:], check=False)
+            auditctl(*rules.rule_argv(line, delete=True)[1:], check=False)
             problems.append("left behind: %s" % line)
-    now = audit.audit_status()
+    now = auditd.audit_status()
     if now["running"] and not found["running"]:
-        audit.stop_auditd(pid=now["pid"])
+        auditd.stop_auditd(pid=now["pid"])
     elif found["running"] and not now["running"]:
-        audit.start_auditd()
-    now = audit.audit_status()
+        auditd.start_auditd()
+    now = auditd.audit_status()
     if now["enabled"] != found["enabled"]:
         auditctl("-e", str(found["enabled"]))
     if now["backlog_limit"] != found["backlog_limit"]:
@@ -107,19 +110,19 @@ def host(lock, tmp_path):
 
 
 def set_auditd(running):
-    status = audit.audit_status()
+    status = auditd.audit_status()
     if running and not status["running"]:
-        audit.start_auditd()
+        auditd.start_auditd()
     elif not running and status["running"]:
-        audit.stop_auditd(pid=status["pid"])
+        auditd.stop_auditd(pid=status["pid"])
 
 
 def wait_for_events(log_file, since_ns, predicate, timeout=15.0):
     """Parse the real log (auditd flushes asynchronously) until predicate(events) holds."""
     deadline = time.monotonic() + timeout
     while True:
-        stats = audit.AuditStats()
-        found = list(audit.iter_audit_events(log_file, since_ns=since_ns, stats=stats))
+        stats = audit_log.AuditStats()
+        found = list(audit_log.iter_audit_events(log_file, since_ns=since_ns, stats=stats))
         if predicate(found) or time.monotonic() > deadline:
             return found, stats
         time.sleep(0.25)
@@ -128,7 +131,7 @@ def wait_for_events(log_file, since_ns, predicate, timeout=15.0):
 @pytest.mark.parametrize("auditd_running", [False, True], ids=["auditd-stopped", "auditd-running"])
 def test_user_rules_survive_arm_and_disarm_byte_for_byte(host, auditd_running):
     set_auditd(auditd_running)
-    before_status = audit.audit_status()
+    before_status = auditd.audit_status()
     try:
         for rule in USER_RULES:
             auditctl(*rule)
@@ -142,8 +145,8 @@ def test_user_rules_survive_arm_and_disarm_byte_for_byte(host, auditd_running):
         # Foreign rules: the same bytes, the same place; ours appended after them, exactly as we wrote them.
         assert after_arm.startswith(before)
         assert after_arm[len(before):].splitlines() == result["rules"]
-        assert audit.our_rules(after_arm.splitlines()) == result["rules"]
-        assert audit.audit_status()["running"]
+        assert rules.our_rules(after_arm.splitlines()) == result["rules"]
+        assert auditd.audit_status()["running"]
 
         again = run_audit_module({"signals": ["KILL", "TERM"], "fork": True, "state_dir": host["dir"]})
         assert again["changed"] is False, again
@@ -163,12 +166,12 @@ def test_user_rules_survive_arm_and_disarm_byte_for_byte(host, auditd_running):
         found, stats = wait_for_events(result["log_file"], result["armed_at_ns"], has_kill)
         assert has_kill(found), (stats.as_dict(), found[-5:])
         (kill,) = [e for e in found if e.syscall == "kill" and e.target_pid == victim.pid]
-        assert kill.key == audit.KEY_KILL and kill.exe == "/usr/bin/kill" and kill.comm == "kill"
+        assert kill.key == rules.KEY_KILL and kill.exe == "/usr/bin/kill" and kill.comm == "kill"
         assert kill.obj_pids[0]["pid"] == victim.pid and kill.obj_pids[0]["comm"] == "sleep"
         assert kill.argv[:3] == ["/usr/bin/kill", "-9", str(victim.pid)]
         execs = [e for e in found if e.syscall == "execve" and e.pid == kill.pid]
         assert execs and execs[-1].argv == ["/usr/bin/kill", "-9", str(victim.pid)] and execs[-1].cwd
-        forks = [e for e in found if e.key == audit.KEY_FORK and e.child_pid == kill.pid]
+        forks = [e for e in found if e.key == rules.KEY_FORK and e.child_pid == kill.pid]
         assert forks and forks[0].comm == "sh"  # the shell forked the killer
         assert stats.covers_since is True and stats.errors == [] and stats.malformed_lines == 0
 
@@ -176,7 +179,7 @@ def test_user_rules_survive_arm_and_disarm_byte_for_byte(host, auditd_running):
         assert not result.get("failed"), result
         assert result["changed"] is True
         assert rules_text() == before  # byte for byte
-        status = audit.audit_status()
+        status = auditd.audit_status()
         assert status["running"] is auditd_running
         assert status["enabled"] == before_status["enabled"]
         assert status["backlog_limit"] == before_status["backlog_limit"]
@@ -196,9 +199,9 @@ def test_persist_writes_and_removes_exactly_one_file(host):
     before = sorted(os.listdir("/etc/audit/rules.d"))
     result = run_audit_module({"signals": ["KILL"], "persist": True, "state_dir": host["dir"]})
     assert not result.get("failed"), result
-    assert result["persist_file"] == audit.RULES_FILE
+    assert result["persist_file"] == vocabulary.AUDIT_RULES_FILE
     assert sorted(os.listdir("/etc/audit/rules.d")) == sorted(before + ["sigsleuth.rules"])
-    with open(audit.RULES_FILE) as handle:
+    with open(vocabulary.AUDIT_RULES_FILE) as handle:
         assert [line.strip() for line in handle if line.startswith("-")] == result["rules"]
     result = run_audit_module({"state": "absent", "state_dir": host["dir"]})
     assert not result.get("failed") and result["changed"]

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from ansible.module_utils import sigsleuth_audit as audit
+from ansible.module_utils import sigsleuth_auditd as auditd
 from sigsleuth_support import (
     INSTANCE, STATE_DIR, assert_no_residue, audit_rules, auditd_running, disarm_quietly, run_playbook,
     seconds_between, tracefs_instances,
@@ -73,7 +73,7 @@ def audit_enabled():
 
 
 def start_auditd():
-    audit.start_auditd()
+    auditd.start_auditd()
     # auditd switches audit on once it has registered: wait for that too, so what is "found" is settled.
     try:
         wait_for(lambda: audit_enabled() != 0, "auditd to enable audit", timeout=5.0)
@@ -82,7 +82,7 @@ def start_auditd():
 
 
 def stop_auditd():
-    audit.stop_auditd(pid=audit_status()["pid"])
+    auditd.stop_auditd(pid=audit_status()["pid"])
     # ... and wait until the process is gone, so nothing of it is left for the next test to find.
     wait_for(lambda: not auditd_processes(), "the auditd process to exit")
 

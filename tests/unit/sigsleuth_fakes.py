@@ -152,15 +152,15 @@ class FakeKernel:
         self.writes.append((os.path.relpath(path, self.root), value))
         name = os.path.basename(path)
         if not os.path.exists(path):
-            raise sigsleuth_tracefs.TracefsError("cannot write %r to %s: No such file or directory" % (value, path))
+            raise sigsleuth_tracefs.SigsleuthError("cannot write %r to %s: No such file or directory" % (value, path))
         if name == "trace_clock":
             if value not in CLOCKS:
-                raise sigsleuth_tracefs.TracefsError("cannot write %r to %s: Invalid argument" % (value, path))
+                raise sigsleuth_tracefs.SigsleuthError("cannot write %r to %s: Invalid argument" % (value, path))
             value = _clock_line(value)
         elif name == "filter":
             if self.reject_filters and value != "0":
                 _write_file(path, value + "\n      ^\nparse_error: Field not found\n")
-                raise sigsleuth_tracefs.TracefsError("cannot write %r to %s: Invalid argument" % (value, path))
+                raise sigsleuth_tracefs.SigsleuthError("cannot write %r to %s: Invalid argument" % (value, path))
             value = "none" if value == "0" else value
         elif name == "buffer_size_kb":
             value = str(int(value) + 3)  # whole sub-buffer pages, as the kernel rounds

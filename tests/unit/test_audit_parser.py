@@ -6,8 +6,14 @@ import shutil
 
 import pytest
 
-from ansible.module_utils import sigsleuth_audit as audit
-from ansible.module_utils.sigsleuth_audit import AuditStats, iter_audit_events
+from ansible.module_utils import sigsleuth_audit_log as audit_log
+from ansible.module_utils import sigsleuth_auditd as auditd
+from ansible.module_utils import sigsleuth_command as command
+from ansible.module_utils import sigsleuth_loss as loss
+from ansible.module_utils import sigsleuth_audit_records as records
+from ansible.module_utils import sigsleuth_audit_rules as rules
+from ansible.module_utils import sigsleuth_vocabulary as vocabulary
+from ansible.module_utils.sigsleuth_audit_log import AuditStats, iter_audit_events
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "audit")
 GS = "\x1d"
@@ -20,7 +26,7 @@ def events(source, **kwargs):
 
 
 def kills(found):
-    return [event for event in found if event.key == audit.KEY_KILL]
+    return [event for event in found if event.key == rules.KEY_KILL]
 
 
 def syscall_line(serial, syscall=62, name="kill", pid=100, ppid=1, comm='"sh"', exe='"/bin/sh"', key='"sigsleuth_kill"',
@@ -107,7 +113,7 @@ def test_captured_hostile_names_and_special_kills(fmt):
 @pytest.mark.parametrize("fmt", ["raw", "enriched"])
 def test_captured_exec_and_fork(fmt):
     found, _ = events(os.path.join(FIXTURES, fmt, "audit.log"))
-    execs = [e for e in found if e.key == audit.KEY_EXEC]
+    execs = [e for e in found if e.key == rules.KEY_EXEC]
     assert execs and all(e.success and e.argv_source == "execve" and e.argv_complete for e in execs)
     assert all(e.cwd for e in execs)
     (long_arg,) = [e for e in execs if e.argv and e.argv[0] == "/bin/true" and len(e.argv) == 3]
@@ -116,7 +122,7 @@ def test_captured_exec_and_fork(fmt):
     assert echo.argv == ["/bin/echo", "plain", "with space", 'q"uote', 'a1=0x9 key="x"', "\u00ff\u00fe"]
     (fexec,) = [e for e in execs if e.syscall == "execveat"]
     assert fexec.argv == ["true", "via-fd"] and fexec.exe == "/usr/bin/true"
-    forks = [e for e in found if e.key == audit.KEY_FORK]
+    forks = [e for e in found if e.key == rules.KEY_FORK]
     assert forks and all(e.child_pid and e.child_pid == e.exit for e in forks)
     assert {e.syscall for e in forks} <= {"clone", "clone3", "vfork", "fork"}
     # every exec'd child was created by an audited fork of its parent
@@ -215,7 +221,7 @@ def test_unreadable_log_is_reported_as_root(tmp_path, monkeypatch):
     def refuse(path):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(audit, "_open", refuse)
+    monkeypatch.setattr(audit_log, "_open", refuse)
     found, stats = events([path])
     assert found == [] and "cannot read audit log" in stats.errors[0] and "Permission denied" in stats.errors[0]
 
@@ -239,7 +245,7 @@ def test_garbage_truncation_and_malformed_lines_never_crash(tmp_path):
 
 
 def test_overlong_line_is_dropped_with_bounded_memory(tmp_path):
-    text = b"type=SYSCALL " + b"x" * (audit.MAX_LINE * 3) + b"\n" + syscall_line(8).encode()
+    text = b"type=SYSCALL " + b"x" * (audit_log.MAX_LINE * 3) + b"\n" + syscall_line(8).encode()
     found, stats = events([write(tmp_path, text)])
     assert [e.serial for e in found] == [8] and stats.malformed_lines == 1
 
@@ -341,7 +347,7 @@ def test_pending_events_stay_bounded_without_eoe(tmp_path):
         assert event.argv == ["x"]  # complete: its PROCTITLE was grouped in before it was yielded
         if count % 500 == 0:
             state_sizes.append(stats.max_pending)
-    assert count == 4999 and stats.max_pending <= audit.SERIAL_WINDOW + 2
+    assert count == 4999 and stats.max_pending <= audit_log.SERIAL_WINDOW + 2
 
 
 def test_node_prefix_and_foreign_tools(tmp_path):
@@ -394,7 +400,7 @@ def test_stats_are_json_ready(tmp_path):
     _, stats = events(os.path.join(FIXTURES, "enriched", "audit.log"))
     json.dumps(stats.as_dict())
     event = events(os.path.join(FIXTURES, "enriched", "audit.log"))[0][0]
-    assert set(event.to_dict()) == set(audit.EVENT_FIELDS)
+    assert set(event.to_dict()) == set(records.EVENT_FIELDS)
     json.dumps(event.to_dict())
 
 
@@ -403,30 +409,30 @@ def test_stats_are_json_ready(tmp_path):
 def test_log_file_setting(tmp_path):
     conf = tmp_path / "auditd.conf"
     conf.write_text("# comment\nlog_file = /var/log/audit/audit.log\nlog_format = ENRICHED\n")
-    assert audit.read_log_file_setting(str(conf)) == "/var/log/audit/audit.log"
+    assert auditd.read_log_file_setting(str(conf)) == "/var/log/audit/audit.log"
     conf.write_text("log_format = RAW\n")
-    assert audit.read_log_file_setting(str(conf)) == audit.DEFAULT_LOG_FILE
-    assert audit.read_log_file_setting(str(tmp_path / "missing.conf")) == audit.DEFAULT_LOG_FILE
+    assert auditd.read_log_file_setting(str(conf)) == vocabulary.DEFAULT_AUDIT_LOG
+    assert auditd.read_log_file_setting(str(tmp_path / "missing.conf")) == vocabulary.DEFAULT_AUDIT_LOG
     for bad in ("/tmp/audit.log", "/var/log/../../etc/shadow", "relative/audit.log", "/var/logx/audit.log"):
         conf.write_text("log_file = %s\n" % bad)
-        with pytest.raises(audit.AuditError) as caught:
-            audit.read_log_file_setting(str(conf))
+        with pytest.raises(command.SigsleuthError) as caught:
+            auditd.read_log_file_setting(str(conf))
         assert "log_file" in caught.value.msg
 
 
 def test_audit_status_parses_both_formats():
     new = ("enabled 1\nfailure 1\npid 812\nrate_limit 0\nbacklog_limit 8192\nlost 3\nbacklog 0\n"
            "backlog_wait_time 60000\nloginuid_immutable 0 unlocked\n")
-    status = audit.audit_status(lambda argv: (0, new, ""))
+    status = auditd.audit_status(lambda argv: (0, new, ""))
     assert status["enabled"] == 1 and status["pid"] == 812 and status["lost"] == 3 and status["running"]
     assert status["loginuid_immutable"] == "0 unlocked" and not status["locked"]
     old = "AUDIT_STATUS: enabled=2 flag=1 pid=0 rate_limit=0 backlog_limit=320 lost=0 backlog=0\n"
-    status = audit.audit_status(lambda argv: (0, old, ""))
+    status = auditd.audit_status(lambda argv: (0, old, ""))
     assert status["locked"] and not status["running"] and status["backlog_limit"] == 320
-    with pytest.raises(audit.AuditError):
-        audit.audit_status(lambda argv: (1, "", "Error opening audit netlink socket"))
-    with pytest.raises(audit.AuditError):
-        audit.audit_status(lambda argv: (0, "nonsense\n", ""))
+    with pytest.raises(command.SigsleuthError):
+        auditd.audit_status(lambda argv: (1, "", "Error opening audit netlink socket"))
+    with pytest.raises(command.SigsleuthError):
+        auditd.audit_status(lambda argv: (0, "nonsense\n", ""))
 
 
 def test_file_reader_copes_with_a_fixture_copy(tmp_path):
@@ -444,23 +450,23 @@ def test_loss_reasons_name_each_gap(tmp_path):
             + "type=DAEMON_END msg=audit(1795676003.000:5): op=terminate auid=0 res=success\n")
     section = {"armed_at_ns": 1795676000 * 10**9, "lost_at_arm": 2}
     _, stats = events([write(tmp_path, text)], since_ns=section["armed_at_ns"])
-    reasons = audit.audit_loss_reasons(stats, section, {"lost": 5, "enabled": 1})
+    reasons = loss.audit_loss_reasons(stats, section, {"lost": 5, "enabled": 1})
     assert len(reasons) == 3
     assert "lost 3 audit records" in reasons[0]
     assert "rules were removed while armed" in reasons[1] and "auid 1000" in reasons[1]
     assert "auditd stopped while armed (DAEMON_END" in reasons[2]
     _, clean = events([write(tmp_path, syscall_line(3, seconds=1795676001), "clean.log")],
                       since_ns=1795676001 * 10**9)
-    assert audit.audit_loss_reasons(clean, section, {"lost": 2, "enabled": 1}) == []
+    assert loss.audit_loss_reasons(clean, section, {"lost": 2, "enabled": 1}) == []
     _, rotated = events([write(tmp_path, syscall_line(3, seconds=1795676001), "rotated.log")],
                         since_ns=1795675000 * 10**9)
-    assert "rotation discarded" in audit.audit_loss_reasons(rotated, section, {"lost": 2, "enabled": 0})[0]
+    assert "rotation discarded" in loss.audit_loss_reasons(rotated, section, {"lost": 2, "enabled": 0})[0]
 
 
 def test_default_log_file_outside_var_log_is_an_error_not_an_exception(tmp_path, monkeypatch):
     conf = tmp_path / "auditd.conf"
     conf.write_text("log_file = /tmp/elsewhere.log\n")
-    monkeypatch.setattr(audit, "AUDITD_CONF", str(conf))
-    monkeypatch.setattr(audit.read_log_file_setting, "__defaults__", (str(conf),))
+    monkeypatch.setattr(vocabulary, "AUDITD_CONF", str(conf))
+    monkeypatch.setattr(auditd.read_log_file_setting, "__defaults__", (str(conf),))
     found, stats = events(None)
     assert found == [] and "outside /var/log" in stats.errors[0]

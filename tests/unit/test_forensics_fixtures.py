@@ -14,10 +14,11 @@ import os
 
 import pytest
 
-from ansible.module_utils.sigsleuth_collect import Loss
-from ansible.module_utils.sigsleuth_ftrace import TraceStats, iter_events
+from ansible.module_utils.sigsleuth_trace_parser import TraceStats, iter_events
 from ansible.module_utils.sigsleuth_lineage import Lineage
-from ansible.module_utils.sigsleuth_report import Clock, kill_dict
+from ansible.module_utils.sigsleuth_clock import Clock
+from ansible.module_utils.sigsleuth_loss import Losses
+from ansible.module_utils.sigsleuth_report import kill_dict
 from tests.integration.forensics_stage import CASE_NAMES, check_case
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "ftrace")
@@ -44,7 +45,7 @@ def replay(case):
         for event in iter_events(stream, stats):
             lineage.feed(event)
     clock = Clock(truth["clock_offset_ns"])
-    return truth, [kill_dict(kill, clock, Loss()) for kill in lineage.kills], stats
+    return truth, [kill_dict(kill, clock, Losses()) for kill in lineage.kills], stats
 
 
 def case_param(name):

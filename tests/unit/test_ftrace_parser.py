@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from ansible.module_utils.sigsleuth_ftrace import (
+from ansible.module_utils.sigsleuth_trace_parser import (
     TraceStats, iter_events, parse_exec, parse_fork, parse_rename, parse_signal_generate,
 )
 
@@ -159,6 +159,6 @@ def test_negative_int_syscall_args():
 
 
 def test_cgroup_attach_keeps_paths_with_spaces():
-    from ansible.module_utils.sigsleuth_ftrace import parse_cgroup_attach
+    from ansible.module_utils.sigsleuth_trace_parser import parse_cgroup_attach
     assert parse_cgroup_attach(b"dst_root=0 dst_id=123 dst_level=1 dst_path=/a b pid=7 x pid=42 comm=b pid=1") \
         == (0, "/a b pid=7 x", 42)

@@ -3,8 +3,9 @@
 import io
 import os
 
-from ansible.module_utils.sigsleuth_ftrace import TraceStats, iter_events
-from ansible.module_utils.sigsleuth_lineage import CLONE_THREAD, Lineage
+from ansible.module_utils.sigsleuth_trace_parser import TraceStats, iter_events
+from ansible.module_utils.sigsleuth_lineage import Lineage
+from ansible.module_utils.sigsleuth_vocabulary import CLONE_THREAD
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "ftrace")
 S = 1_000_000_000
@@ -43,7 +44,7 @@ def snap(pid, ppid, comm, start=1, exe=None):
 
 
 def chain_names(k):
-    return [(p.pid, comm) for p, comm, _, _ in k.chain]
+    return [(p.pid, comm) for p, comm, _, _ in k.ancestry]
 
 
 def test_seed_case_reaped_job_shell_is_named():
@@ -52,10 +53,10 @@ def test_seed_case_reaped_job_shell_is_named():
               + fork(11 * S, 300, 301) + exit_(11 * S + 5, 300)          # job shell exits at once
               + exec_(12 * S, 301, "/usr/bin/kill") + kill(13 * S, 301, 200))
     (k,) = run(events, snapshot).kills
-    assert (k.sender.pid, k.sender_identity[:2]) == (301, ("kill", "/usr/bin/kill"))
+    assert (k.sender.pid, (k.sender_at_kill.comm, k.sender_at_kill.exe)) == (301, ("kill", "/usr/bin/kill"))
     assert chain_names(k) == [(300, "sh"), (100, "agentd"), (1, "init")]
-    assert k.chain[0][0].exited and k.chain[0][0].exit_ns == 11 * S + 5
-    assert not k.chain[1][0].exited
+    assert k.ancestry[0][0].exited and k.ancestry[0][0].exit_ns == 11 * S + 5
+    assert not k.ancestry[1][0].exited
     assert k.victim.comm == "agent" and k.mechanism == "kill" and k.origin == "user"
 
 
@@ -65,8 +66,8 @@ def test_pid_reuse_never_confuses_incarnations():
               + kill(5 * S, 60, 1))
     lineage = run(events, [snap(1, 0, "init")])
     (k,) = lineage.kills
-    parent = k.chain[0][0]
-    assert (parent.pid, k.chain[0][1], parent.exited) == (50, "old", True)
+    parent = k.ancestry[0][0]
+    assert (parent.pid, k.ancestry[0][1], parent.exited) == (50, "old", True)
     assert lineage.by_pid[50] is not parent and lineage.by_pid[50].comm == "newcomer"
 
 
@@ -74,7 +75,7 @@ def test_exec_renames_and_identity_at_kill_time():
     events = (fork(1 * S, 1, 10) + exec_(2 * S, 10, "/usr/bin/python3") + fork(3 * S, 10, 11)
               + kill(4 * S, 11, 1) + exec_(5 * S, 10, "/usr/bin/later"))
     (k,) = run(events, [snap(1, 0, "init")]).kills
-    assert k.chain[0][1:3] == ("python3", "/usr/bin/python3")   # as it was when the kill happened
+    assert (k.ancestry[0].comm, k.ancestry[0].exe) == ("python3", "/usr/bin/python3")   # as it was when the kill happened
 
 
 def test_long_exec_name_is_cut_like_the_kernel():
@@ -153,11 +154,11 @@ def test_captured_fixture_end_to_end():
     truth = dict(item.split("=") for item in open(os.path.join(FIXTURES, "seed_small.truth")).read().split())
     first, term, threaded = lineage.kills
     assert first.victim.pid == int(truth["agent"])
-    assert first.sender_identity[:2] == ("kill", "/usr/bin/kill")
-    assert first.chain[0][1] == "sh" and first.chain[0][0].exited
-    assert term.signal == 15 and term.sender_identity[0] == "bash"
+    assert (first.sender_at_kill.comm, first.sender_at_kill.exe) == ("kill", "/usr/bin/kill")
+    assert first.ancestry[0][1] == "sh" and first.ancestry[0][0].exited
+    assert term.signal == 15 and term.sender_at_kill.comm == "bash"
     assert threaded.sender_tid != threaded.sender.pid        # a python thread sent it
-    assert threaded.sender_identity[0] == "a pid=7 grp=0 r"  # a hostile name stays data
+    assert threaded.sender_at_kill.comm == "a pid=7 grp=0 r"  # a hostile name stays data
     assert threaded.victim.pid == int(truth["victim3"])
 
 

@@ -1,8 +1,9 @@
 """Audit as a lineage source (sigsleuth_merge.feed_audit_lineage) on hand-made audit events."""
 
-from ansible.module_utils.sigsleuth_audit import EVENT_FIELDS, AuditEvent
-from ansible.module_utils.sigsleuth_lineage import SOURCE_AUDIT, Lineage
-from ansible.module_utils.sigsleuth_merge import feed_audit_lineage
+from ansible.module_utils.sigsleuth_audit_lineage import feed_audit_lineage
+from ansible.module_utils.sigsleuth_audit_records import EVENT_FIELDS, AuditEvent
+from ansible.module_utils.sigsleuth_lineage import Lineage
+from ansible.module_utils.sigsleuth_vocabulary import SOURCE_AUDIT
 
 MS = 1_000_000
 OFFSET = 1_700_000_000 * 1_000_000_000  # wall clock minus boot clock
@@ -42,7 +43,7 @@ def test_posix_spawn_child_logged_before_its_parents_clone_keeps_no_unseen_notes
     (kill,) = lineage_of(events).kills
     assert kill.sender.pid == 300 and kill.sender.source == SOURCE_AUDIT
     assert kill.sender.start_ns == 9 * MS
-    assert [proc.pid for proc, _, _, _ in kill.chain] == [100, 1]
+    assert [proc.pid for proc, _, _, _ in kill.ancestry] == [100, 1]
     assert kill.sender.notes == []
 
 
@@ -53,14 +54,14 @@ def test_a_process_whose_fork_never_comes_keeps_saying_so():
               args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
     ]
     (kill,) = lineage_of(events).kills
-    assert [proc.pid for proc, _, _, _ in kill.chain] == [100, 1]
+    assert [proc.pid for proc, _, _, _ in kill.ancestry] == [100, 1]
     assert any("its fork was not audited" in note for note in kill.sender.notes), kill.sender.notes
     assert any("neither its fork" in note for note in kill.sender.notes), kill.sender.notes
 
 
 def test_a_zombie_sender_is_reported_exited(tmp_path):
     """Audit has no exit events: /proc settles who is still alive, and a zombie there is not."""
-    from ansible.module_utils.sigsleuth_collect import confirm_live_processes
+    from ansible.module_utils.sigsleuth_procfs import settle_liveness
     from ansible.module_utils.sigsleuth_procfs import NS_PER_TICK
     from sigsleuth_fakes import make_fake_proc
 
@@ -76,17 +77,18 @@ def test_a_zombie_sender_is_reported_exited(tmp_path):
         dict(pid=300, ppid=1, comm="kill", start_ticks=start_ticks, exe="/usr/bin/kill", argv=[], uid=0, state="Z"),
         dict(pid=100, ppid=1, comm="daemon", start_ticks=0, exe="/usr/bin/daemon", argv=["daemon"], uid=0),
     ])
-    confirm_live_processes(lineage, str(tmp_path))
+    settle_liveness([member for kill in lineage.kills for member in kill.members()], str(tmp_path))
     (kill,) = lineage.kills
     assert kill.sender.exited is True and kill.sender.alive_confirmed is False
     assert any("zombie" in note for note in kill.sender.notes), kill.sender.notes
-    assert kill.chain[0][0].exited is False  # the daemon, alive: same start time as in the snapshot
+    assert kill.ancestry[0][0].exited is False  # the daemon, alive: same start time as in the snapshot
 
 
 def test_an_audit_only_kill_leaves_out_what_audit_does_not_record():
     """No siginfo code and no delivery result in audit: the report leaves them out rather than say null."""
-    from ansible.module_utils.sigsleuth_collect import Loss
-    from ansible.module_utils.sigsleuth_report import Clock, kill_dict
+    from ansible.module_utils.sigsleuth_clock import Clock
+    from ansible.module_utils.sigsleuth_loss import Losses
+    from ansible.module_utils.sigsleuth_report import kill_dict
 
     events = [
         event(1, 9, "clone", 100, 1, exit=300, child_pid=300),
@@ -95,7 +97,7 @@ def test_an_audit_only_kill_leaves_out_what_audit_does_not_record():
               args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
     ]
     (kill,) = lineage_of(events).kills
-    record = kill_dict(kill, Clock(OFFSET), Loss())
+    record = kill_dict(kill, Clock(OFFSET), Losses())
     assert "si_code" not in record and "result" not in record, record
     assert record["sender"]["auid"] == 1000 and record["sender"]["facts_from"]["auid"] == "audit"
     assert record["audit"]["syscall"] == "kill" and record["audit"]["key"] == "sigsleuth_kill"
@@ -116,9 +118,9 @@ def test_newcomer_exec_logged_before_its_vfork_never_renames_the_old_owner_of_th
     ]
     lineage = lineage_of(events)
     (kill,) = lineage.kills
-    parent, comm, exe, argv = kill.chain[0]
+    parent, comm, exe, argv = kill.ancestry[0]
     assert (parent.pid, comm, exe, argv) == (150, "worker", "/usr/bin/worker", ["worker"])
-    assert parent.exited and kill.chain[1][0].pid == 100
+    assert parent.exited and kill.ancestry[1][0].pid == 100
     assert lineage.by_pid[150].comm == "newcomer" and lineage.by_pid[150].parent.pid == 170
 
 
@@ -134,7 +136,7 @@ def test_newcomer_from_the_same_parent_logged_before_its_vfork_is_still_a_new_pr
     ]
     lineage = lineage_of(events)
     (kill,) = lineage.kills
-    parent, comm, exe, argv = kill.chain[0]
+    parent, comm, exe, argv = kill.ancestry[0]
     assert (parent.pid, comm, exe) == (150, "worker", "/usr/bin/worker")
     assert lineage.by_pid[150] is not parent and lineage.by_pid[150].comm == "newcomer"
 
@@ -148,7 +150,7 @@ def test_a_second_exec_of_the_sender_is_applied_before_its_kill():
               args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
     ]
     (kill,) = lineage_of(events).kills
-    assert kill.sender_identity == ("kill", "/usr/bin/kill", ["kill", "-9", "200"])
+    assert tuple(kill.sender_at_kill[1:]) == ("kill", "/usr/bin/kill", ["kill", "-9", "200"])
 
 
 def test_an_orphan_adopted_by_a_subreaper_keeps_its_fork_parent():
@@ -164,5 +166,5 @@ def test_an_orphan_adopted_by_a_subreaper_keeps_its_fork_parent():
     ]
     (kill,) = lineage_of(events).kills
     assert kill.sender.source == SOURCE_AUDIT and kill.sender.start_ns == 7 * MS
-    assert kill.sender_identity == ("kill", "/usr/bin/kill", ["kill", "-9", "200"])
-    assert [(proc.pid, comm) for proc, comm, _, _ in kill.chain] == [(150, "sh"), (100, "daemon"), (1, "init")]
+    assert tuple(kill.sender_at_kill[1:]) == ("kill", "/usr/bin/kill", ["kill", "-9", "200"])
+    assert [(proc.pid, comm) for proc, comm, _, _ in kill.ancestry] == [(150, "sh"), (100, "daemon"), (1, "init")]

@@ -7,10 +7,11 @@ import pytest
 
 import sigsleuth_audit
 from ansible.module_utils import basic
-from ansible.module_utils import sigsleuth_audit as audit
+from ansible.module_utils import sigsleuth_audit_rules as audit_rules
+from ansible.module_utils import sigsleuth_auditd as auditd
 from sigsleuth_fakes import load_state, run_module
 
-TABLES = {"b64": dict(audit._BUILTIN_TABLES["x86_64"]), "b32": dict(audit._BUILTIN_TABLES["i386"])}
+TABLES = {"b64": dict(audit_rules._BUILTIN_TABLES["x86_64"]), "b32": dict(audit_rules._BUILTIN_TABLES["i386"])}
 USER_WATCH = "-w /etc/hosts -p wa -k userwatch"
 USER_RULE = "-a always,exit -F arch=b64 -S openat -F key=other"
 MUTATING = ("-a", "-d", "-e", "-b", "-D", "-R", "--signal")
@@ -103,7 +104,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setitem(sigsleuth_audit.PATHS, "boot_id", str(boot_id))
     monkeypatch.setitem(sigsleuth_audit.PATHS, "root", str(tmp_path))
     monkeypatch.setattr(sigsleuth_audit, "supported_abis", lambda: ["b64", "b32"])
-    monkeypatch.setattr(audit.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(auditd.time, "sleep", lambda seconds: None)
 
     def run_command(self, args, **kwargs):
         environ = kwargs.get("environ_update") or {}
@@ -136,7 +137,7 @@ def disarm(env, check_mode=False, **args):
 
 
 def expected_rules(signals=(9,), fork=False, exec_rules=True):
-    return audit.build_rules(list(signals), ["b64", "b32"], TABLES, exec_rules=exec_rules, fork_rules=fork)
+    return audit_rules.build_rules(list(signals), ["b64", "b32"], TABLES, exec_rules=exec_rules, fork_rules=fork)
 
 
 def test_rules_have_the_signal_in_the_right_argument():
@@ -159,7 +160,7 @@ def test_rules_have_the_signal_in_the_right_argument():
 
 def test_syscalls_an_abi_lacks_are_left_out():
     old_b32 = {name: nr for name, nr in TABLES["b32"].items() if name not in ("clone3", "pidfd_send_signal")}
-    rules = audit.build_rules([9], ["b32"], {"b32": old_b32}, fork_rules=True)
+    rules = audit_rules.build_rules([9], ["b32"], {"b32": old_b32}, fork_rules=True)
     assert rules[0] == "-a always,exit -F arch=b32 -S kill,rt_sigqueueinfo,tkill -F a1=0x9 -F key=sigsleuth_kill"
     assert rules[-1] == "-a always,exit -F arch=b32 -S fork,clone,vfork,unshare -F success=1 -F key=sigsleuth_fork"
 

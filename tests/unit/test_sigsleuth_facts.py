@@ -9,7 +9,8 @@ import pytest
 
 import sigsleuth_facts
 from ansible.module_utils import sigsleuth_collect
-from ansible.module_utils.sigsleuth_common import StateStore, clock_offset_ns
+from ansible.module_utils.sigsleuth_clock import clock_offset_ns
+from ansible.module_utils.sigsleuth_state import StateStore
 from sigsleuth_fakes import run_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

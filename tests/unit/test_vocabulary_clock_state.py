@@ -1,13 +1,13 @@
-"""module_utils/sigsleuth_common: signal parsing, time formatting and the state file."""
+"""module_utils: the vocabulary (signals), the clock (time formatting) and the state store."""
 
 import json
 import os
 
 import pytest
 
-from ansible.module_utils.sigsleuth_common import (
-    StateStore, atomic_write, iso_utc, parse_signal, parse_signals, signal_name,
-)
+from ansible.module_utils.sigsleuth_clock import iso_utc
+from ansible.module_utils.sigsleuth_state import StateStore, atomic_write
+from ansible.module_utils.sigsleuth_vocabulary import parse_signal, parse_signals, signal_name
 
 
 @pytest.mark.parametrize("value, number", [

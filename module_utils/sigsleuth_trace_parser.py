@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from ansible.module_utils.sigsleuth_common import decode_name
+from ansible.module_utils.sigsleuth_vocabulary import KILL_SYSCALLS, decode_name
 
 # Events the lineage engine understands (payload parsers below).
 SIGNAL_GENERATE = "signal_generate"
@@ -26,7 +26,6 @@ NEWTASK = "task_newtask"
 RENAME = "task_rename"
 MARK_VICTIM = "mark_victim"
 CGROUP_ATTACH = "cgroup_attach_task"
-KILL_SYSCALLS = ("kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 # Syscalls whose entry is evidence for how a signal came about: small writes (cgroup.kill) and CPU limits.
 EVIDENCE_SYSCALLS = ("write", "prlimit64", "setrlimit")
 
