@@ -164,19 +164,19 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sigsleuth_clock import clock_offset_ns, iso_utc
-from ansible.module_utils.sigsleuth_command import ModuleRunner, SigsleuthError, fail_from
-from ansible.module_utils.sigsleuth_state import StateStore
+from ansible.module_utils.sigsleuth_command import (
+    REASON_NOT_ROOT, REASON_TRACEFS_UNUSABLE, ModuleRunner, SigsleuthError, fail_from,
+)
+from ansible.module_utils.sigsleuth_state import SECTION_FTRACE, StateStore
+from ansible.module_utils.sigsleuth_tracefs import (
+    DEFAULT_BUFFER_SIZE_KB, DEFAULT_INSTANCE, TRACE_CLOCK, apply, create_instance, desired_settings,
+    find_tracefs, instance_names, instance_path, is_tracefs_root, mount_tracefs, normalise, observed_settings,
+    probe_events, remove_instance, tracefs_mounts, unmount_tracefs,
+)
+from ansible.module_utils.sigsleuth_transaction import Transaction
 from ansible.module_utils.sigsleuth_vocabulary import (
     BOOT_ID_PATH, DEFAULT_TRACEFS, MOUNTS, STATE_DIR, parse_signals, signal_name,
 )
-from ansible.module_utils.sigsleuth_tracefs import (
-    DEFAULT_BUFFER_SIZE_KB, DEFAULT_INSTANCE, TRACE_CLOCK,
-    create_instance, desired_settings, find_tracefs, instance_names, instance_path, is_tracefs_root,
-    mount_tracefs, normalise, observed_settings, probe_events, remove_instance, tracefs_mounts,
-    unmount_tracefs, apply,
-)
-
-SECTION = "ftrace"
 
 # Module-level so unit tests can point them at a fake tree.
 PATHS = {"boot_id": BOOT_ID_PATH, "mounts": MOUNTS, "default_tracefs": DEFAULT_TRACEFS}
@@ -199,172 +199,122 @@ def build_module():
 def locate_tracefs(requested):
     """(tracefs root, needs mounting)."""
     if requested:
-        if is_tracefs_root(requested):
-            return requested, False
-        return requested, True
+        return requested, not is_tracefs_root(requested)
     found = find_tracefs(PATHS["mounts"])
     if found:
         return found, False
     return PATHS["default_tracefs"], True
 
 
-def arm(module, store, section):
+def arm_arguments(module):
+    """The armed signal numbers, once every argument has been checked."""
     params = module.params
     try:
         signals = parse_signals(params["signals"])
+        instance_path(DEFAULT_TRACEFS, params["instance"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    if params["buffer_size_kb"] < 1:
-        module.fail_json(msg="buffer_size_kb must be at least 1 (KiB per CPU), got %d" % params["buffer_size_kb"])
-    try:
-        instance_path(DEFAULT_TRACEFS, params["instance"])
     except SigsleuthError as exc:
         fail_from(module, exc)
+    if params["buffer_size_kb"] < 1:
+        module.fail_json(msg="buffer_size_kb must be at least 1 (KiB per CPU), got %d" % params["buffer_size_kb"])
+    return signals
 
+
+def probe(module, txn, tracefs, needs_mount):
+    """(signal fields, missing optional events) of this kernel; mounts tracefs first when it must be read."""
+    if needs_mount and module.check_mode:
+        # Nothing to probe before the mount: assume a complete kernel and say so.
+        txn.add("mount tracefs at %s" % tracefs, None)
+        return None, []
+    if needs_mount:
+        try:
+            mount_tracefs(tracefs, run=ModuleRunner(module))
+        except SigsleuthError as exc:
+            fail_from(module, exc)
+        txn.applied("mount tracefs at %s" % tracefs, lambda: unmount_tracefs(tracefs, run=ModuleRunner(module)))
+    signal_fields, missing_required, missing_optional = probe_events(tracefs)
+    if missing_required:
+        txn.fail(msg="this kernel lacks the trace event%s %s needed by sigsleuth (looked in %s/events)"
+                     % ("s" if len(missing_required) > 1 else "",
+                        ", ".join(event.replace("/", ":") for event in missing_required), tracefs),
+                 missing_events=missing_required, reason=REASON_TRACEFS_UNUSABLE)
+    return signal_fields, missing_optional
+
+
+def arm(module, store, section):
+    params = module.params
+    signals = arm_arguments(module)
     tracefs, needs_mount = locate_tracefs(params["tracefs_path"])
     if section and (section.get("instance") != params["instance"] or section.get("tracefs") != tracefs):
         module.fail_json(
             msg="sigsleuth is already armed on this host with instance %r at %s; disarm it first (state=absent) "
                 "before arming instance %r at %s"
                 % (section.get("instance"), section.get("tracefs"), params["instance"], tracefs))
-    mounted_by_us = needs_mount or bool(section and section.get("mounted_by_us"))
-    undo = Undo(module, store, section)
-
-    if needs_mount and module.check_mode:
-        # Nothing to probe before the mount: assume a complete kernel and say so.
-        signal_fields, missing_optional = None, []
-    else:
-        if needs_mount:
-            try:
-                mount_tracefs(tracefs, run=ModuleRunner(module))
-            except SigsleuthError as exc:
-                fail_from(module, exc)
-            undo.mounted = tracefs
-        signal_fields, missing_required, missing_optional = probe_events(tracefs)
-        if missing_required:
-            undo.fail(
-                msg="this kernel lacks the trace event%s %s needed by sigsleuth (looked in %s/events)"
-                    % ("s" if len(missing_required) > 1 else "",
-                       ", ".join(event.replace("/", ":") for event in missing_required), tracefs),
-                missing_events=missing_required)
-
+    txn = Transaction(module)
+    signal_fields, missing_optional = probe(module, txn, tracefs, needs_mount)
     path = instance_path(tracefs, params["instance"])
     exists = os.path.isdir(path)
     if exists and not section:
-        undo.fail(
-            msg="trace instance %s exists but sigsleuth did not create it on this boot (it is not recorded in "
-                "%s): it belongs to someone else and is left alone; choose another name with instance=..."
-                % (path, store.path), instance_path=path)
-
+        txn.fail(msg="trace instance %s exists but sigsleuth did not create it on this boot (it is not recorded in "
+                     "%s): it belongs to someone else and is left alone; choose another name with instance=..."
+                     % (path, store.path), instance_path=path)
     desired = desired_settings(signals, params["buffer_size_kb"], signal_fields, missing_optional)
     before = observed_settings(path) if exists else None
-    after = normalise(desired, before)
-    record = {
-        "instance": params["instance"],
-        "tracefs": tracefs,
-        "mounted_by_us": mounted_by_us,
-        "signals": signals,
-        "clock": TRACE_CLOCK,
-        "buffer_size_kb": params["buffer_size_kb"],
-        "missing_optional_events": missing_optional,
-    }
+    record = dict(instance=params["instance"], tracefs=tracefs,
+                  mounted_by_us=needs_mount or bool(section and section.get("mounted_by_us")), signals=signals,
+                  clock=TRACE_CLOCK, buffer_size_kb=params["buffer_size_kb"], missing_optional_events=missing_optional)
+    txn.result.update(instance=params["instance"], instance_path=path, tracefs=tracefs,
+                      mounted_by_us=record["mounted_by_us"], signals=signals,
+                      signal_names=[signal_name(number) for number in signals], missing_optional_events=missing_optional,
+                      settings=normalise(desired, before), diff=dict(before=before or {}, after=normalise(desired, before)),
+                      armed_at_ns=(section or {}).get("armed_at_ns"), armed_at=iso_utc((section or {}).get("armed_at_ns")))
     recorded = bool(section) and section.get("armed_at_ns") is not None and all(
         section.get(key) == value for key, value in record.items())
-    changed = needs_mount or before != after or not recorded
+    if before == txn.result["settings"] and recorded and not txn.changed:
+        txn.exit_unchanged("already armed: %s" % path)
+    plan_arm(txn, store, section, record, path, desired, exists)
+    txn.run(lambda _: "armed %s for %s" % (path, ", ".join(txn.result["signal_names"])), instance_path=path)
 
-    result = dict(
-        changed=changed,
-        instance=params["instance"],
-        instance_path=path,
-        tracefs=tracefs,
-        mounted_by_us=mounted_by_us,
-        signals=signals,
-        signal_names=[signal_name(number) for number in signals],
-        missing_optional_events=missing_optional,
-        settings=after,
-        diff=dict(before=before or {}, after=after),
-    )
-    if not changed:
-        result.update(armed_at_ns=section["armed_at_ns"], armed_at=iso_utc(section["armed_at_ns"]),
-                      msg="already armed: %s" % path)
-        module.exit_json(**result)
-    if module.check_mode:
-        actions = (["mount tracefs at %s" % tracefs] if needs_mount else []) + [
-            "update %s" % path if exists else "create %s" % path]
-        result.update(armed_at_ns=None, armed_at=None, msg="would " + " and ".join(actions))
-        module.exit_json(**result)
 
-    try:
-        if not exists:
-            # Record ownership before creating, so an interrupted arm is still ours to finish or disarm.
-            store.put(SECTION, dict(record, armed_at_ns=None, clock_offset_ns=None))
-            undo.state_written = True
-            create_instance(path)
-            undo.created = path
-        apply(path, desired, observed_settings(path))
+def plan_arm(txn, store, section, record, path, desired, exists):
+    """The steps from the observed instance to the desired one, and the state record around them."""
+    txn.result.update(armed_at_ns=None, armed_at=None)
+    if not exists:
+        # Record ownership before creating, so an interrupted arm is still ours to finish or disarm.
+        txn.add("record the instance as sigsleuth's", lambda: store.put(SECTION_FTRACE, dict(
+            record, armed_at_ns=None, clock_offset_ns=None)), lambda: restore_section(store, section), quiet=True)
+        txn.add("create %s" % path, lambda: create_instance(path), lambda: remove_instance(path))
+    txn.add("update %s" % path if exists else "configure %s" % path,
+            lambda: apply(path, desired, observed_settings(path)), quiet=not exists)
+
+    def record_arm():
         armed_at_ns = time.time_ns()
-        store.put(SECTION, dict(record, armed_at_ns=armed_at_ns, clock_offset_ns=clock_offset_ns()))
-    except SigsleuthError as exc:
-        undo.fail(msg=exc.msg, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, instance_path=path)
-    except OSError as exc:
-        undo.fail(msg="cannot arm %s: %s" % (path, exc), instance_path=path)
-
-    result.update(armed_at_ns=armed_at_ns, armed_at=iso_utc(armed_at_ns),
-                  settings=normalise(desired, observed_settings(path)),
-                  msg="armed %s for %s" % (path, ", ".join(result["signal_names"])))
-    result["diff"]["after"] = result["settings"]
-    module.exit_json(**result)
+        store.put(SECTION_FTRACE, dict(record, armed_at_ns=armed_at_ns, clock_offset_ns=clock_offset_ns()))
+        settings = normalise(desired, observed_settings(path))
+        txn.result.update(armed_at_ns=armed_at_ns, armed_at=iso_utc(armed_at_ns), settings=settings)
+        txn.result["diff"]["after"] = settings
+    txn.add("record the arm time", record_arm, quiet=True)
 
 
-class Undo:
-    """What a failing arm must take back so the host is left as it was found."""
-
-    def __init__(self, module, store, previous_section):
-        self.module = module
-        self.store = store
-        self.previous_section = previous_section
-        self.mounted = None
-        self.created = None
-        self.state_written = False
-
-    def fail(self, **kwargs):
-        if self.created:
-            try:
-                remove_instance(self.created)
-            except SigsleuthError as exc:
-                self.module.warn("could not remove the half-armed instance %s: %s" % (self.created, exc.msg))
-        if self.mounted:
-            unmount_quietly(self.module, self.mounted)
-        if self.state_written:
-            try:
-                if self.previous_section:
-                    self.store.put(SECTION, self.previous_section)
-                else:
-                    self.store.drop(SECTION)
-            except (OSError, ValueError) as exc:
-                self.module.warn("could not restore %s: %s" % (self.store.path, exc))
-        self.module.fail_json(**kwargs)
-
-
-def unmount_quietly(module, tracefs):
-    try:
-        unmount_tracefs(tracefs, run=ModuleRunner(module))
-    except SigsleuthError as exc:
-        module.warn("%s; it stays mounted" % exc.msg)
+def restore_section(store, previous):
+    if previous:
+        store.put(SECTION_FTRACE, previous)
+    else:
+        store.drop(SECTION_FTRACE)
 
 
 def disarm(module, store, data, section):
-    if not data or SECTION not in data:
+    if not data or SECTION_FTRACE not in data:
         module.exit_json(changed=False, instance=module.params["instance"], msg="not armed: nothing to remove")
+    txn = Transaction(module, instance=data[SECTION_FTRACE].get("instance", module.params["instance"]))
     if section is None:
         # Recorded under an earlier boot: the instance and any mount died with the reboot. Whatever has our
         # name now is someone else's.
-        if not module.check_mode:
-            store.drop(SECTION)
-        module.exit_json(changed=True, instance=data[SECTION].get("instance", module.params["instance"]),
-                         msg="removed the state of an arm from an earlier boot; nothing else touched",
-                         diff=dict(before={"state": data[SECTION]}, after={}))
-
+        txn.result["diff"] = dict(before={"state": data[SECTION_FTRACE]}, after={})
+        txn.add("drop the state of an arm from an earlier boot", lambda: store.drop(SECTION_FTRACE))
+        txn.run("removed the state of an arm from an earlier boot; nothing else touched",
+                "would remove the state of an arm from an earlier boot; nothing else touched")
     tracefs = section.get("tracefs")
     try:
         if not isinstance(tracefs, str) or not tracefs:
@@ -372,69 +322,65 @@ def disarm(module, store, data, section):
         path = instance_path(tracefs, section.get("instance"))
     except SigsleuthError as exc:
         module.fail_json(msg="%s; it is corrupt: check the instance by hand, then remove the file" % exc.msg)
+    plan_disarm(module, txn, store, section, tracefs, path)
+    txn.run(lambda _: "disarmed: " + ", ".join(txn.descriptions()), instance_path=path)
+
+
+def plan_disarm(module, txn, store, section, tracefs, path):
+    run = ModuleRunner(module)
     # tracefs unmounted since arm (by someone else): the instance lives on in the kernel, out of sight. Mount
     # it again for the time it takes to remove the instance.
     remount = not is_tracefs_root(tracefs)
     before = None if remount else observed_settings(path)
-    unmount = not remount and bool(section.get("mounted_by_us")) and tracefs in tracefs_mounts(PATHS["mounts"])
-    actions = []
+    txn.result.update(instance=section["instance"], instance_path=path, tracefs=tracefs,
+                      diff=dict(before=before or {}, after={}))
     if remount:
-        actions.append("mount tracefs at %s to remove %s, then unmount it" % (tracefs, path))
-    elif before is not None:
-        actions.append("remove %s" % path)
-    if unmount:
-        actions.append("unmount tracefs at %s" % tracefs)
-    actions.append("drop the ftrace state")
-    result = dict(changed=True, instance=section["instance"], instance_path=path, tracefs=tracefs,
-                  diff=dict(before=before or {}, after={}))
-    if module.check_mode:
-        module.exit_json(msg="would " + ", ".join(actions), **result)
-
-    try:
-        if remount:
-            mount_tracefs(tracefs, run=ModuleRunner(module))
+        def remove_remounted():
+            mount_tracefs(tracefs, run=run)
             try:
                 remove_instance(path)
             finally:
                 unmount_quietly(module, tracefs)
-        else:
-            remove_instance(path)
+        txn.add("mount tracefs at %s to remove %s, then unmount it" % (tracefs, path), remove_remounted)
+    elif before is not None:
+        txn.add("remove %s" % path, lambda: remove_instance(path))
+    if not remount and section.get("mounted_by_us") and tracefs in tracefs_mounts(PATHS["mounts"]):
+        txn.add("unmount tracefs at %s" % tracefs, lambda: unmount_if_empty(module, tracefs))
+    txn.add("drop the ftrace state", lambda: store.drop(SECTION_FTRACE))
+
+
+def unmount_if_empty(module, tracefs):
+    """False (nothing done) when tracefs holds other instances now, or cannot be unmounted."""
+    others = instance_names(tracefs)
+    if others:
+        module.warn("tracefs at %s was mounted by sigsleuth but now holds other instances (%s): left mounted"
+                    % (tracefs, ", ".join(others)))
+        return False
+    return unmount_quietly(module, tracefs)
+
+
+def unmount_quietly(module, tracefs):
+    try:
+        unmount_tracefs(tracefs, run=ModuleRunner(module))
+        return True
     except SigsleuthError as exc:
-        fail_from(module, exc, instance_path=path)
-    if unmount:
-        others = instance_names(tracefs)
-        if others:
-            module.warn("tracefs at %s was mounted by sigsleuth but now holds other instances (%s): left mounted"
-                        % (tracefs, ", ".join(others)))
-            actions.remove("unmount tracefs at %s" % tracefs)
-        else:
-            try:
-                unmount_tracefs(tracefs, run=ModuleRunner(module))
-            except SigsleuthError as exc:
-                module.warn("%s; it stays mounted" % exc.msg)
-                actions.remove("unmount tracefs at %s" % tracefs)
-    store.drop(SECTION)
-    module.exit_json(msg="disarmed: " + ", ".join(actions), **result)
+        module.warn("%s; it stays mounted" % exc.msg)
+        return False
 
 
-def run_module(module):
+def main():
+    module = build_module()
     if os.geteuid() != 0:
         module.fail_json(msg="sigsleuth_trace must run as root (tracefs and %s are root-only); connect as root "
-                             "or set become: true" % module.params["state_dir"])
+                             "or set become: true" % module.params["state_dir"], reason=REASON_NOT_ROOT)
     store = StateStore(module.params["state_dir"], boot_id_path=PATHS["boot_id"])
     try:
         data = store.load()
     except ValueError as exc:
         module.fail_json(msg="%s; move it aside to start afresh" % exc)
-    section = store.section(SECTION, data)
     if module.params["state"] == "present":
-        arm(module, store, section)
-    else:
-        disarm(module, store, data, section)
-
-
-def main():
-    run_module(build_module())
+        arm(module, store, store.section(SECTION_FTRACE, data))
+    disarm(module, store, data, store.section(SECTION_FTRACE, data))
 
 
 if __name__ == "__main__":

@@ -300,14 +300,20 @@ def test_persist_writes_exactly_one_file_and_toggling_off_removes_it(env):
 
 
 def test_not_installed(env):
+    """Installing is the role's (ansible.builtin.package): the module says why it cannot go on."""
     env.installed = False
-    result, failed = arm(env, install=False)
-    assert failed and "not installed" in result["msg"]
-    result, failed = arm(env, check_mode=True)
-    assert not failed and result["changed"] and result["installed_auditd"] and env.mutations() == []
     result, failed = arm(env)
-    assert not failed and result["installed_auditd"] and env.installed and env.rules == expected_rules()
-    assert ["apt-get", "install", "-y", "--no-install-recommends", "auditd"] in env.calls
+    assert failed and "not installed" in result["msg"] and result["reason"] == "auditd_missing"
+    result, failed = arm(env, check_mode=True)
+    assert failed and result["reason"] == "auditd_missing"
+    # The role's package task reports "would install" in check mode; the module then says what would follow.
+    result, failed = arm(env, check_mode=True, installed_now=True)
+    assert not failed and result["changed"] and result["installed_auditd"] and env.mutations() == []
+    assert result["rules_added"] == expected_rules() and "would start auditd" in result["msg"]
+    env.installed = True  # the role installed it
+    result, failed = arm(env, installed_now=True)
+    assert not failed and result["installed_auditd"] and env.rules == expected_rules()
+    assert not any(argv[0] in ("apt-get", "dnf", "yum") for argv in env.calls)
     assert load_state(env.args["state_dir"])["audit"]["installed_auditd"] is True
 
 
@@ -368,4 +374,4 @@ def test_build_module_factory():
         with patch_module_args({"signals": ["KILL"]}):
             module = sigsleuth_audit.build_module()
     assert module.params["exec"] is True and module.params["fork"] is False and module.params["persist"] is False
-    assert module.params["install"] is True and module.params["state_dir"] == "/var/lib/sigsleuth"
+    assert module.params["installed_now"] is False and module.params["state_dir"] == "/var/lib/sigsleuth"
