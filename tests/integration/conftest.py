@@ -2,7 +2,7 @@
 
 Everything here is real: the playbooks run with the project's .venv ansible-playbook from the project root
 against the default inventory (this machine over the local connection), and the kills are staged by
-playbooks/files/sigsleuth_scenarios.py, which records the ground truth.
+tests/scenarios/sigsleuth_scenarios.py, which records the ground truth.
 
 * `armed_lock()` (tests/lock.py) is held per test module for the module's whole duration, so no two arming
   test runs overlap (a session-wide hold would deadlock other modules that take the lock themselves).

@@ -15,7 +15,7 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HARNESS = os.path.join(ROOT, "playbooks", "files", "sigsleuth_scenarios.py")
+HARNESS = os.path.join(ROOT, "tests", "scenarios", "sigsleuth_scenarios.py")
 SCHEMA_PATH = os.path.join(ROOT, "schema", "report.schema.json")
 STATE_DIR = "/var/lib/sigsleuth"
 INSTANCE = "sigsleuth"

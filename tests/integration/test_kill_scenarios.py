@@ -1,6 +1,6 @@
 """Issue 2's kill scenarios, for real: stage before arming, arm, kill, collect, compare with the ground truth.
 
-Each test stages a scenario with playbooks/files/sigsleuth_scenarios.py (its supervisor is this test process's
+Each test stages a scenario with tests/scenarios/sigsleuth_scenarios.py (its supervisor is this test process's
 own child, so the whole real fork chain is known up to us), runs playbooks/arm.yml, lets the scenario kill,
 runs playbooks/collect.yml, validates report.json against schema/report.schema.json and checks every kill
 against the harness's ground truth: victim, sender, mechanism, origin, the ancestry parent first with each
