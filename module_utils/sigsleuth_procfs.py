@@ -1,4 +1,5 @@
 # -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Process table reading for sigsleuth. Standard library only; Python 3.9+.
 """Read /proc, take and stream the arm-time snapshot, and check a live process's identity."""
 

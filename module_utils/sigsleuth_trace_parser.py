@@ -1,4 +1,5 @@
 # -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Streaming parser for the text of a tracefs instance's `trace` file. Standard library only; Python 3.9+.
 """Turn trace text into events, one at a time, without trusting anything a process can name itself.
 

@@ -1,4 +1,5 @@
 # -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # tracefs control for sigsleuth. Standard library only; Python 3.9+.
 """Find and mount tracefs, and bring one dedicated trace instance to the settings sigsleuth needs.
 

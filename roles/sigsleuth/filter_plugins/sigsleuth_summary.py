@@ -1,4 +1,5 @@
 # -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # sigsleuth: render collected reports as a Markdown fleet summary. Runs on the control node.
 """Filters ``sigsleuth_summary`` (fleet outcomes -> Markdown) and ``sigsleuth_md_escape``.
 
