@@ -60,28 +60,72 @@ def _unknown_note(evidence):
             "was seen around it")
 
 
-Rule = collections.namedtuple("Rule", "holds mechanism origin sender evidence note")
+def _traced_syscall(evidence):
+    """the syscall's name"""
+    return evidence.syscall
 
-# DESIGN.md's table, in order: the first row that holds decides. mechanism and evidence are a value or a
-# function of the evidence.
+
+def _traced_syscall_label(evidence):
+    """`ftrace:sys_enter_<syscall>`"""
+    return "ftrace:sys_enter_" + evidence.syscall
+
+
+def _cpu_limit(evidence):
+    """rlimit_cpu or rlimit_rttime"""
+    return evidence.victim_rlimit
+
+
+def _audited_syscall(evidence):
+    """the syscall's name"""
+    return evidence.audit.syscall
+
+
+def _audited_syscall_label(evidence):
+    """`audit:<syscall>#<serial>`"""
+    return audit_label(evidence.audit)
+
+
+Rule = collections.namedtuple("Rule", "when holds mechanism origin sender evidence note")
+
+# DESIGN.md's table, in order: the first row that holds decides. `when` says in words what `holds` tests;
+# mechanism and evidence are a value or a function of the evidence (whose docstring says what it gives).
+# tests/unit/test_attribution.py holds DESIGN.md's table against this one.
 RULES = (
-    Rule(lambda e: e.syscall is not None,
-         lambda e: e.syscall, ORIGIN_USER, CURRENT, lambda e: "ftrace:sys_enter_" + e.syscall, None),
-    Rule(lambda e: e.si_code == SI_KERNEL and e.oom_marked,
+    Rule("a kill-family syscall entry of the same thread, still open, same signal",
+         lambda e: e.syscall is not None,
+         _traced_syscall, ORIGIN_USER, CURRENT, _traced_syscall_label, None),
+    Rule("SI_KERNEL, and oom:mark_victim names the victim right after",
+         lambda e: e.si_code == SI_KERNEL and e.oom_marked,
          "oom_kill", ORIGIN_KERNEL, NOBODY, "ftrace:mark_victim", None),
-    Rule(lambda e: e.si_code == SI_KERNEL and e.victim_is_current and e.victim_rlimit is not None,
-         lambda e: e.victim_rlimit, ORIGIN_KERNEL, NOBODY, "ftrace:sys_enter_prlimit64/setrlimit", None),
-    Rule(lambda e: e.si_code == SI_KERNEL,
+    Rule("SI_KERNEL in the victim's own context, a CPU-time limit set on it or inherited",
+         lambda e: e.si_code == SI_KERNEL and e.victim_is_current and e.victim_rlimit is not None,
+         _cpu_limit, ORIGIN_KERNEL, NOBODY, "ftrace:sys_enter_prlimit64/setrlimit", None),
+    Rule("SI_KERNEL otherwise",
+         lambda e: e.si_code == SI_KERNEL,
          "kernel", ORIGIN_KERNEL, NOBODY, None, None),
-    Rule(lambda e: e.si_code == SI_USER and e.thread_exiting,
+    Rule("SI_USER from a thread whose exit was just traced",
+         lambda e: e.si_code == SI_USER and e.thread_exiting,
          "pdeath_signal", ORIGIN_KERNEL, CURRENT, "ftrace:sched_process_exit", None),
-    Rule(lambda e: e.si_code == SI_USER and e.small_write,
+    Rule("SI_USER inside a write(2) of at most 2 bytes",
+         lambda e: e.si_code == SI_USER and e.small_write,
          "cgroup_kill", ORIGIN_USER, CURRENT, "ftrace:sys_enter_write", None),
-    Rule(lambda e: e.audit is not None and e.audit.syscall is not None,
-         lambda e: e.audit.syscall, ORIGIN_USER, CURRENT, lambda e: audit_label(e.audit), None),
-    Rule(lambda e: True,
+    Rule("audit's record of the kill-family syscall (audit alone, or matched in combined mode)",
+         lambda e: e.audit is not None and e.audit.syscall is not None,
+         _audited_syscall, ORIGIN_USER, CURRENT, _audited_syscall_label, None),
+    Rule("none of these",
+         lambda e: True,
          "unknown", ORIGIN_USER, CURRENT, None, _unknown_note),
 )
+
+
+def table_rows():
+    """RULES in words, one tuple per row: (evidence, mechanism, origin, sender, decided by)."""
+    def words(item):
+        if item is None:
+            return "-"
+        return item.__doc__ if callable(item) else "`%s`" % item
+    return [(rule.when, words(rule.mechanism), rule.origin,
+             "the current task" if rule.sender == CURRENT else "null", words(rule.evidence)) for rule in RULES]
 
 
 def audit_label(event):
