@@ -92,6 +92,7 @@ class AuditLineage:
     def _fork(self, ts, event):
         lineage = self.lineage
         self._release(event.pid)
+        self._adopt_unseen(event, ts)  # a forker not seen before is linked by the ppid its clone recorded
         parent = lineage.process_of(event.pid, event.pid, ts)
         name_from(parent, event.comm)
         if not event.child_pid or event.child_pid <= 0 or parent.key in self.in_child_ns:
@@ -139,7 +140,8 @@ class AuditLineage:
 
     def _adopt_unseen(self, event, ts):
         """A process whose fork was not audited (its parent predates audit being enabled) gets the ppid audit
-        recorded as its parent, with a note: that may be an adopter if the real parent had already exited.
+        recorded at its fork, exec or kill as its parent, with a note: that may be an adopter if the real
+        parent had already exited.
 
         Its fork may still come: a vfork/posix_spawn parent's clone is logged when it returns, after the
         child's exec. The notes given here are kept in `provisional` so that fork can take them back.
