@@ -168,3 +168,15 @@ def test_an_orphan_adopted_by_a_subreaper_keeps_its_fork_parent():
     assert kill.sender.source == SOURCE_AUDIT and kill.sender.start_ns == 7 * MS
     assert tuple(kill.sender_at_kill[1:]) == ("kill", "/usr/bin/kill", ["kill", "-9", "200"])
     assert [(proc.pid, comm) for proc, comm, _, _ in kill.ancestry] == [(150, "sh"), (100, "daemon"), (1, "init")]
+
+
+def test_a_victim_whose_fork_is_read_after_the_kill_keeps_no_unseen_note():
+    events = [
+        event(3, 12, "kill", 200, 1, comm="agent", exe="/usr/bin/agent", signal=9, target_pid=300,
+              args=(300, 9, 0, 0), obj_pids=[{"pid": 300, "comm": "spawned"}]),
+        event(2, 11, "clone3", 100, 1, exit=300, child_pid=300),
+    ]
+    (kill,) = lineage_of(events).kills
+    assert kill.victim.source == SOURCE_AUDIT and kill.victim.parent.pid == 100
+    assert kill.victim.notes == []
+    assert (kill.victim.comm, kill.victim.exe, kill.victim.argv) == ("spawned", "/usr/bin/daemon", ["daemon"])
