@@ -94,3 +94,29 @@ def test_every_parent_agrees_with_the_recorded_ppids():
         agree, disagree = agreements(lineage_of(name), recorded_ppids(name))
         assert disagree == [], (name, disagree)
         assert agree == pids, (name, agree)
+
+
+def test_a_fork_read_before_the_exec_it_followed_still_passes_the_exec_on():
+    # Reordered: 71505's forks of 71506 and 71507 are read before its exec of the script, and 71506 is first
+    # seen forking before its own fork is read.
+    lineage = lineage_of("shell-proc-trace-reordered.txt")
+    proc = lineage.by_pid[71506]
+    assert proc.exe == "/usr/bin/dash"
+    assert proc.argv == ["/bin/sh", "./src/testdata/double-fork/test-script.sh"]
+    assert proc.facts_from["exe"] == proc.facts_from["argv"] == "inherited"
+    assert proc.source == "audit" and proc.parent.pid == 71505
+    assert not any("neither its fork" in note for note in proc.notes), proc.notes
+    assert lineage.by_pid[71505].notes == [] and proc.notes == []
+    assert lineage.by_pid[71507].exe == "/usr/bin/grep"  # its own exec, read before its fork, stays
+
+
+def test_in_order_and_reordered_logs_give_the_same_lineage():
+    def facts(lineage):
+        return {pid: (proc.parent.pid if proc.parent else None, proc.source, proc.comm, proc.exe, proc.argv,
+                      proc.uid, sorted(proc.notes))
+                for pid, proc in lineage.by_pid.items()}
+
+    in_order = facts(lineage_of("shell-proc-trace.txt"))
+    assert in_order == facts(lineage_of("shell-proc-trace-reordered.txt"))
+    assert sorted(in_order) == [71432, 71505, 71506, 71507, 71508, 71509]
+    assert in_order[71506][3:5] == ("/usr/bin/dash", ["/bin/sh", "./src/testdata/double-fork/test-script.sh"])
