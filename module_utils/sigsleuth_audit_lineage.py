@@ -10,6 +10,8 @@ the arm-time offset.
 
 from __future__ import annotations
 
+import collections
+
 from ansible.module_utils.sigsleuth_attribution import SendEvidence, attribute
 from ansible.module_utils.sigsleuth_lineage import Kill
 from ansible.module_utils.sigsleuth_vocabulary import (
@@ -20,6 +22,10 @@ from ansible.module_utils.sigsleuth_vocabulary import (
 # How long an audited exec of a known pid waits for a fork returning that pid (a vfork child's exec is
 # logged before its parent's clone returns, and a newcomer may have reused the pid).
 EXEC_HOLD_NS = 200_000_000
+# Forks and execs remembered for an exec that is read after forks that came after it: the newest acts of
+# the processes that acted last.
+RECENT_PROCESSES = 1024
+RECENT_ACTS_EACH = 32
 
 
 def feed_audit_lineage(lineage, events, offset_ns):
@@ -39,6 +45,10 @@ class AuditLineage:
     returning that pid arrives meanwhile, the exec belongs to the new process, never to the old owner. Any
     event that involves the pid before then (its own fork, exec or kill, a kill aimed at it) applies the held
     exec first, so facts keep their order.
+
+    A log whose events are out of order may also show a parent's forks before the exec that came before
+    them (audit numbers a task's syscalls in the order they return): the children it forked after that exec
+    then take the exec's image when it is read.
     """
 
     def __init__(self, lineage, offset_ns):
@@ -53,6 +63,8 @@ class AuditLineage:
         self.unsharers = set()     # process keys
         self.sigkilled = {}  # victim key -> its SIGKILL record: a second SIGKILL only reaches a dying process
         self.held = []       # (ts, exec event) held back, oldest first
+        # process key -> [(serial, the child it forked, or None for an exec)], both least recent first
+        self.recent = collections.OrderedDict()
 
     def feed(self, event):
         ts = event.time_ns - self.offset_ns
@@ -92,6 +104,7 @@ class AuditLineage:
     def _fork(self, ts, event):
         lineage = self.lineage
         self._release(event.pid)
+        self._adopt_unseen(event, ts)  # a forker not seen before is linked by the ppid its clone recorded
         parent = lineage.process_of(event.pid, event.pid, ts)
         name_from(parent, event.comm)
         if not event.child_pid or event.child_pid <= 0 or parent.key in self.in_child_ns:
@@ -105,6 +118,7 @@ class AuditLineage:
         if proc is None:
             return
         self._settle_provisional(proc)
+        self._remember(parent, event.serial, proc)
         if parent.key in self.unsharers or (event.syscall == "clone" and event.args[0] & CLONE_NEWPID):
             self.in_child_ns.add(proc.key)
         self._release(event.child_pid)  # an exec held back for this pid is the new child's
@@ -113,6 +127,42 @@ class AuditLineage:
         self._adopt_unseen(event, ts)
         proc = self.lineage.exec(ts, event.pid, event.exe, source=SOURCE_AUDIT, comm=event.comm, argv=event.argv)
         set_facts(proc, event.identity())
+        self._pass_on_image(proc, event.serial)
+
+    def _remember(self, proc, serial, child):
+        """A fork of child (an exec when child is None) by proc, kept while proc is among the last to act;
+        returns proc's earlier acts."""
+        acts = self.recent.get(proc.key)
+        if acts is None:
+            acts = self.recent[proc.key] = []
+            if len(self.recent) > RECENT_PROCESSES:
+                self.recent.popitem(last=False)
+        else:
+            self.recent.move_to_end(proc.key)
+            if len(acts) >= RECENT_ACTS_EACH:
+                del acts[0]
+        acts.append((serial, child))
+        return acts
+
+    def _pass_on_image(self, proc, serial):
+        """The children proc forked after this exec and before its next one (by serial) that were read before
+        the exec take its image, and pass it on to their own children unless they exec'd themselves."""
+        acts = self._remember(proc, serial, None)
+        if serial is None or all(other is None or other < serial for other, _ in acts[:-1]):
+            return  # in log order: nothing of proc was read after this exec
+        later_execs = [other for other, child in acts if child is None and other is not None and other > serial]
+        todo = [(proc, serial, min(later_execs, default=None))]
+        done = set()
+        while todo:
+            parent, after, until = todo.pop()
+            for fork_serial, child in self.recent.get(parent.key, ()):
+                if child is None or child.parent is not parent or child.key in done:
+                    continue
+                if not _between(fork_serial, after, until):
+                    continue
+                done.add(child.key)
+                if self.lineage.inherit_image(child, parent):
+                    todo.append((child, None, None))  # it never exec'd: all its forks have this image
 
     def _kill(self, ts, event):
         lineage = self.lineage
@@ -139,7 +189,8 @@ class AuditLineage:
 
     def _adopt_unseen(self, event, ts):
         """A process whose fork was not audited (its parent predates audit being enabled) gets the ppid audit
-        recorded as its parent, with a note: that may be an adopter if the real parent had already exited.
+        recorded at its fork, exec or kill as its parent, with a note: that may be an adopter if the real
+        parent had already exited.
 
         Its fork may still come: a vfork/posix_spawn parent's clone is logged when it returns, after the
         child's exec. The notes given here are kept in `provisional` so that fork can take them back.
@@ -167,6 +218,14 @@ class AuditLineage:
         notes = self.provisional.pop(proc.key, None)
         if notes is not None and proc.source == SOURCE_AUDIT:
             proc.notes[:] = [note for note in proc.notes if note not in notes]
+
+
+def _between(serial, after, until):
+    """serial comes after `after` and before `until` (either None: no bound; an unknown serial is only
+    inside no bounds)."""
+    if after is None and until is None:
+        return True
+    return serial is not None and (after is None or serial > after) and (until is None or serial < until)
 
 
 def name_from(proc, comm):

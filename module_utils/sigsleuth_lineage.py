@@ -24,8 +24,8 @@ from ansible.module_utils.sigsleuth_trace_parser import (
     CGROUP_ATTACH, EXEC, EXIT, FORK, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
 )
 from ansible.module_utils.sigsleuth_vocabulary import (
-    CLONE_THREAD, KILL_SYSCALLS, RLIMIT_CPU, RLIMIT_RTTIME, SI_KERNEL, SOURCE_AUDIT, SOURCE_INHERITED, SOURCE_SNAPSHOT,
-    SOURCE_TRACE, SOURCE_UNSEEN, decode_name,
+    CLONE_THREAD, KILL_SYSCALLS, RLIMIT_CPU, RLIMIT_RTTIME, SI_KERNEL, SOURCE_AUDIT, SOURCE_INHERITED, SOURCE_PROC,
+    SOURCE_SNAPSHOT, SOURCE_TRACE, SOURCE_UNSEEN, decode_name,
 )
 
 MAX_ANCESTRY = 512  # a guard against a corrupt cycle, far deeper than any real process tree
@@ -37,6 +37,10 @@ OOM_MARK_WINDOW_NS = 1_000_000_000
 SAME_PROCESS_SLACK_NS = 50_000_000
 
 RESULTS = {0: "delivered", 1: "ignored", 2: "already_pending", 3: "overflow_fail", 4: "lose_info"}
+UNSEEN_NOTE = "neither its fork nor an arm-time snapshot entry was seen"
+# What a child has from its parent's image at fork, and the sources that mean a process knows it of its own.
+IMAGE_FACTS = ("comm", "exe", "argv", "uid")
+OWN_SOURCES = frozenset((SOURCE_TRACE, SOURCE_AUDIT, SOURCE_SNAPSHOT, SOURCE_PROC))
 
 # One incarnation's identity: its pid (thread group id), its start (boot ns; None while unknown) and the
 # lineage's serial number for it, which keeps two incarnations apart even when the start is unknown.
@@ -209,7 +213,7 @@ class Lineage:
         proc = self.by_pid.get(tgid)
         if proc is None:
             proc = self.new_process(tgid, None, None, None, None, SOURCE_UNSEEN, ts)
-            proc.notes.append("neither its fork nor an arm-time snapshot entry was seen")
+            proc.notes.append(UNSEEN_NOTE)
         return proc
 
     def _learn_thread(self, tid, tgid):
@@ -242,11 +246,15 @@ class Lineage:
         old = self.by_pid.get(child)
         if old is not None and not old.exited and self._same_as_forked(old, ts, source):
             # Known already: forked between enabling the trace and taking the snapshot, or (audit) seen
-            # exec'ing before its parent's vfork returned. The same process; the fork is the better witness.
+            # exec'ing before its parent's vfork returned. The same process; the fork is the better witness,
+            # and what was said for lack of it goes.
+            if old.source == SOURCE_UNSEEN and UNSEEN_NOTE in old.notes:
+                old.notes.remove(UNSEEN_NOTE)
             old.start_ns = ts
             old.known_since_ns = ts
             old.source = source
             self._relink(old, parent)
+            self.inherit_image(old, parent)
             return old
         if old is not None and not old.exited:
             old.exited = True
@@ -258,8 +266,21 @@ class Lineage:
         proc.rlimits = parent.rlimits
         proc.cgroup = parent.cgroup
         proc.memory_cgroup = parent.memory_cgroup
-        proc.facts_from = dict.fromkeys(("comm", "exe", "argv", "uid"), SOURCE_INHERITED)
+        proc.facts_from = dict.fromkeys(IMAGE_FACTS, SOURCE_INHERITED)
         return proc
+
+    @staticmethod
+    def inherit_image(child, parent):
+        """Give a child its parent's comm, exe, argv and uid where it knows none of its own (the fact unseen,
+        or inherited at fork; an image of its own keeps its argv even when that is unknown). True when it
+        took the parent's exe. For a process seen acting before its fork was read, and (audit) for the
+        children of a parent whose exec is read after their forks."""
+        took_image = child.facts_from.get("exe") not in OWN_SOURCES
+        for name in IMAGE_FACTS if took_image else ("uid",):
+            if child.facts_from.get(name) not in OWN_SOURCES:
+                setattr(child, name, getattr(parent, name))
+                child.facts_from[name] = SOURCE_INHERITED
+        return took_image
 
     @staticmethod
     def _same_as_forked(old, ts, source):

@@ -168,3 +168,36 @@ def test_an_orphan_adopted_by_a_subreaper_keeps_its_fork_parent():
     assert kill.sender.source == SOURCE_AUDIT and kill.sender.start_ns == 7 * MS
     assert tuple(kill.sender_at_kill[1:]) == ("kill", "/usr/bin/kill", ["kill", "-9", "200"])
     assert [(proc.pid, comm) for proc, comm, _, _ in kill.ancestry] == [(150, "sh"), (100, "daemon"), (1, "init")]
+
+
+def test_children_forked_after_an_exec_read_late_take_its_image():
+    # Logged out of order: the daemon's forks are read before its exec, which came first by serial. 310 was
+    # forked before that exec; 320 after, and 320's child 330 inherits through it; 340 exec'd of its own;
+    # 350 was forked after the daemon's next exec.
+    events = [
+        event(4, 13, "clone", 100, 1, exit=310, child_pid=310, comm="daemon"),
+        event(6, 15, "clone", 100, 1, exit=320, child_pid=320, comm="job"),
+        event(7, 16, "clone", 320, 100, exit=330, child_pid=330, comm="job"),
+        event(8, 17, "clone", 100, 1, exit=340, child_pid=340, comm="job"),
+        event(9, 18, "execve", 340, 100, comm="kill", exe="/usr/bin/kill", argv=["kill"]),
+        event(10, 19, "execve", 100, 1, comm="next", exe="/usr/bin/next", argv=["next"]),
+        event(11, 20, "clone", 100, 1, exit=350, child_pid=350, comm="next"),
+        event(5, 14, "execve", 100, 1, comm="job", exe="/usr/bin/job", argv=["job", "--run"], uid=7),
+    ]
+    lineage = lineage_of(events)
+    assert [lineage.by_pid[pid].exe for pid in (310, 320, 330, 340, 350)] == [
+        "/usr/bin/daemon", "/usr/bin/job", "/usr/bin/job", "/usr/bin/kill", "/usr/bin/next"]
+    assert lineage.by_pid[330].argv == ["job", "--run"] and lineage.by_pid[330].uid == 7
+    assert lineage.by_pid[340].argv == ["kill"] and lineage.by_pid[310].argv == ["daemon"]
+
+
+def test_a_victim_whose_fork_is_read_after_the_kill_keeps_no_unseen_note():
+    events = [
+        event(3, 12, "kill", 200, 1, comm="agent", exe="/usr/bin/agent", signal=9, target_pid=300,
+              args=(300, 9, 0, 0), obj_pids=[{"pid": 300, "comm": "spawned"}]),
+        event(2, 11, "clone3", 100, 1, exit=300, child_pid=300),
+    ]
+    (kill,) = lineage_of(events).kills
+    assert kill.victim.source == SOURCE_AUDIT and kill.victim.parent.pid == 100
+    assert kill.victim.notes == []
+    assert (kill.victim.comm, kill.victim.exe, kill.victim.argv) == ("spawned", "/usr/bin/daemon", ["daemon"])
