@@ -1,5 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+
+# Copyright: (c) 2026, sigsleuth developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # sigsleuth: arm and disarm the audit rules that name who sent a signal and where the sender came from.
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ description:
     module then fails with a message saying so. The role treats that as "audit part failed" and keeps ftrace.
   - What was changed is recorded in the C(audit) section of C(<state_dir>/state.json), which O(state=absent)
     and the C(sigsleuth_facts) module read.
-version_added: "0.1.0"
+version_added: "1.0.0"
 author:
-  - sigsleuth developers
+  - sigsleuth developers (@sigsleuth)
 options:
   state:
     description:

@@ -1,6 +1,9 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# Copyright: (c) 2026, sigsleuth developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# sigsleuth: who sent the armed signals, and where the senders came from, as a report and as facts.
 
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ attributes:
 notes:
   - Needs root to read tracefs.
 author:
-  - sigsleuth developers
+  - sigsleuth developers (@sigsleuth)
 """
 
 EXAMPLES = r"""

@@ -1,5 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+
+# Copyright: (c) 2026, sigsleuth developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # sigsleuth: the arm-time snapshot of the process table.
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ description:
     its fork is in the trace.
   - Records the snapshot in the C(snapshot) section of C(<state_dir>/state.json). A snapshot from the current
     boot is kept as it is; one from an earlier boot is replaced.
-version_added: "0.1.0"
+version_added: "1.0.0"
 author:
-  - sigsleuth developers
+  - sigsleuth developers (@sigsleuth)
 options:
   state:
     description:
