@@ -103,10 +103,17 @@ requirements:
 attributes:
   check_mode:
     support: full
+    description:
+      - Can run in check_mode and return changed status prediction without modifying target.
+      - With O(installed_now=true) and auditd not installed yet, check mode predicts starting auditd and loading
+        every rule.
   diff_mode:
     support: full
+    description: Returns sigsleuth's loaded audit rules before and after, one a line as C(auditctl -l) prints them.
   platform:
-    platforms: posix
+    platforms: linux
+    support: full
+    description: Linux with the audit subsystem (C(auditctl), C(auditd)) only.
 notes:
   - The kernel gives a process an audit context only when it is created after audit was first enabled on this
     boot. When audit was off before arming, processes that already existed are never audited (their own kill

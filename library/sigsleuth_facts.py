@@ -34,10 +34,17 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reads only, so it runs the same in check mode (and never reports a change).
   diff_mode:
     support: none
+    description: Changes nothing, so there is no difference to show.
   facts:
     support: full
+    description: Sets C(ansible_facts.sigsleuth) to the report.
+  platform:
+    platforms: linux
+    support: full
+    description: Linux only.
 notes:
   - Needs root to read tracefs.
 author:

@@ -40,10 +40,17 @@ requirements:
 attributes:
   check_mode:
     support: full
+    description:
+      - Can run in check_mode and return changed status prediction without modifying target.
+      - Check mode does not read the process table, so where a snapshot would be taken RV(count) and
+        RV(taken_at_ns) are not returned.
   diff_mode:
     support: full
+    description: Returns the recorded snapshot (path, time taken, number of processes) before and after.
   platform:
-    platforms: posix
+    platforms: linux
+    support: full
+    description: Linux only (reads C(/proc)).
 seealso:
   - module: sigsleuth_trace
 """

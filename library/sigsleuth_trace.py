@@ -75,10 +75,17 @@ requirements:
 attributes:
   check_mode:
     support: full
+    description:
+      - Can run in check_mode and return changed status prediction without modifying target.
+      - Where tracefs is not mounted, check mode does not mount it and predicts for a kernel with every event.
   diff_mode:
     support: full
+    description: Returns the instance settings (trace clock, buffer size, options, events and their filters) before
+      and after.
   platform:
-    platforms: posix
+    platforms: linux
+    support: full
+    description: Linux with tracefs only.
 notes:
   - Re-arming with the same settings changes nothing and keeps the recorded arm time. Changing the signals
     updates the filters in place without clearing the buffer.

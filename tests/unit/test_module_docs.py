@@ -102,3 +102,15 @@ def test_version_added_is_the_first_release(module):
     assert docs["version_added"] == VERSION_ADDED
     for name, option in docs["options"].items():
         assert option.get("version_added", VERSION_ADDED) == VERSION_ADDED, name
+
+
+def test_every_attribute_is_described(module):
+    attributes = documented(module)["attributes"]
+    expected = {"check_mode", "diff_mode", "platform"} | ({"facts"} if module is sigsleuth_facts else set())
+    assert set(attributes) == expected
+    for name, attribute in attributes.items():
+        assert attribute.get("description"), name
+        assert attribute.get("support") in ("full", "partial", "none", "N/A"), name
+    assert attributes["platform"]["platforms"] == "linux"
+    if module is sigsleuth_facts:
+        assert attributes["facts"]["support"] == "full"
