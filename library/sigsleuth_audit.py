@@ -30,7 +30,7 @@ description:
   - A locked audit configuration (C(auditctl -s) shows C(enabled 2)) cannot take new rules until reboot; the
     module then fails with a message saying so. The role treats that as "audit part failed" and keeps ftrace.
   - What was changed is recorded in the C(audit) section of C(<state_dir>/state.json), which O(state=absent)
-    and the C(sigsleuth_facts) module read.
+    and M(sigsleuth.sigsleuth.sigsleuth_facts) read.
 version_added: "1.0.0"
 author:
   - sigsleuth developers (@sigsleuth)
@@ -125,8 +125,9 @@ notes:
   - After a reboot the state file is stale; O(state=present) arms afresh and O(state=absent) removes the stale
     state and any persistent rules file.
 seealso:
-  - module: sigsleuth_trace
-  - module: sigsleuth_facts
+  - module: sigsleuth.sigsleuth.sigsleuth_trace
+  - module: sigsleuth.sigsleuth.sigsleuth_snapshot
+  - module: sigsleuth.sigsleuth.sigsleuth_facts
 """
 
 EXAMPLES = r"""

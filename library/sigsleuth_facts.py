@@ -12,9 +12,10 @@ DOCUMENTATION = r"""
 module: sigsleuth_facts
 short_description: Reconstruct who sent the armed signals, and the sender's ancestry
 description:
-  - Streams the sigsleuth trace instance armed by M(sigsleuth_trace) line by line, replays it through the
-    lineage engine seeded with the arm-time process snapshot, and returns one record per delivery of an
-    armed signal with its sender, the sender's ancestry (parent first) and the gaps in what is known.
+  - Streams the sigsleuth trace instance armed by M(sigsleuth.sigsleuth.sigsleuth_trace) line by line, replays
+    it through the lineage engine seeded with the arm-time process snapshot, and returns one record per
+    delivery of an armed signal with its sender, the sender's ancestry (parent first) and the gaps in what is
+    known.
   - Reads only; it changes nothing on the host.
   - The report follows C(schema/report.schema.json) in the sigsleuth repository.
 version_added: "1.0.0"
@@ -47,6 +48,10 @@ attributes:
     description: Linux only.
 notes:
   - Needs root to read tracefs.
+seealso:
+  - module: sigsleuth.sigsleuth.sigsleuth_trace
+  - module: sigsleuth.sigsleuth.sigsleuth_audit
+  - module: sigsleuth.sigsleuth.sigsleuth_snapshot
 author:
   - sigsleuth developers (@sigsleuth)
 """

@@ -15,8 +15,8 @@ description:
   - Writes every live process (pid, ppid, start time, comm, exe, argv, uid, threads) as JSON lines to
     C(<state_dir>/snapshot.jsonl), so that ancestors which started before arming, and exit before
     collection, can still be named in a report.
-  - Take it after the trace is armed (M(sigsleuth_trace)); then every process is either in the snapshot or
-    its fork is in the trace.
+  - Take it after the trace is armed (M(sigsleuth.sigsleuth.sigsleuth_trace)); then every process is either in
+    the snapshot or its fork is in the trace.
   - Records the snapshot in the C(snapshot) section of C(<state_dir>/state.json). A snapshot from the current
     boot is kept as it is; one from an earlier boot is replaced.
 version_added: "1.0.0"
@@ -52,7 +52,9 @@ attributes:
     support: full
     description: Linux only (reads C(/proc)).
 seealso:
-  - module: sigsleuth_trace
+  - module: sigsleuth.sigsleuth.sigsleuth_trace
+  - module: sigsleuth.sigsleuth.sigsleuth_audit
+  - module: sigsleuth.sigsleuth.sigsleuth_facts
 """
 
 EXAMPLES = r"""

@@ -27,7 +27,7 @@ description:
   - Never touches the top-level trace buffer or any other instance. An instance of the requested name that
     sigsleuth did not create on this boot is left alone and the module fails.
   - What was changed is recorded in the C(ftrace) section of C(<state_dir>/state.json), which
-    O(state=absent) and the C(sigsleuth_facts) module read.
+    O(state=absent) and M(sigsleuth.sigsleuth.sigsleuth_facts) read.
 version_added: "1.0.0"
 author:
   - sigsleuth developers (@sigsleuth)
@@ -92,7 +92,9 @@ notes:
   - After a reboot the state file is stale; O(state=present) arms afresh and O(state=absent) only removes the
     stale files.
 seealso:
-  - module: sigsleuth_snapshot
+  - module: sigsleuth.sigsleuth.sigsleuth_audit
+  - module: sigsleuth.sigsleuth.sigsleuth_snapshot
+  - module: sigsleuth.sigsleuth.sigsleuth_facts
 """
 
 EXAMPLES = r"""

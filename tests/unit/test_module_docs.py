@@ -19,6 +19,8 @@ VERSION_ADDED = "1.0.0"
 AUTHORS = ["sigsleuth developers (@sigsleuth)"]
 # validate-modules: each author is "Name (@github_handle)".
 AUTHOR_FORMAT = re.compile(r"^[^()@]+ \(@[A-Za-z0-9-]+\)$")
+# validate-modules wants seealso and M() to name modules by FQCN: the collection these modules ship in.
+COLLECTION = "sigsleuth.sigsleuth"
 LICENSE_HEADER = [
     "# Copyright: (c) 2026, sigsleuth developers",
     "# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)",
@@ -114,3 +116,16 @@ def test_every_attribute_is_described(module):
     assert attributes["platform"]["platforms"] == "linux"
     if module is sigsleuth_facts:
         assert attributes["facts"]["support"] == "full"
+
+
+def test_references_to_modules_are_fqcn(module):
+    docs = documented(module)
+    text = module.DOCUMENTATION + module.RETURN
+    references = re.findall(r"M\(([^)]*)\)", text) + [entry["module"] for entry in docs.get("seealso", [])]
+    ours = {"%s.%s" % (COLLECTION, other.__name__) for other in MODULES}
+    assert references
+    for reference in references:
+        assert reference.count(".") >= 2, reference
+        assert reference in ours or not reference.startswith(COLLECTION + "."), reference
+    seealso = {entry["module"] for entry in docs.get("seealso", [])}
+    assert seealso == ours - {"%s.%s" % (COLLECTION, module.__name__)}
