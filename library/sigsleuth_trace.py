@@ -114,18 +114,20 @@ EXAMPLES = r"""
 
 RETURN = r"""
 instance:
-  description: Name of the trace instance.
+  description: Name of the trace instance (at O(state=absent), the one the state file records).
   returned: always
   type: str
   sample: sigsleuth
 instance_path:
-  description: Directory of the trace instance.
-  returned: when armed, or when disarm found a recorded instance
+  description:
+    - Directory of the trace instance.
+    - Also on failure when an instance of that name exists that sigsleuth did not create.
+  returned: when state=present, or when disarm found an arm of this boot
   type: str
   sample: /sys/kernel/tracing/instances/sigsleuth
 tracefs:
-  description: The tracefs root used.
-  returned: when tracefs was found or mounted
+  description: The tracefs root used (found, to be mounted, or recorded at arm).
+  returned: when state=present, or when disarm found an arm of this boot
   type: str
   sample: /sys/kernel/tracing
 mounted_by_us:
@@ -169,6 +171,20 @@ msg:
   description: What was done, or would be done in check mode.
   returned: always
   type: str
+reason:
+  description:
+    - On failure, a machine-readable cause the caller can react to - V(tracefs_unusable) (tracefs is not
+      mounted and cannot be, or the kernel lacks a required event; the role can fall back to audit alone then),
+      V(not_root).
+  returned: on failure, when the cause is one of these
+  type: str
+  sample: tracefs_unusable
+missing_events:
+  description: On failure with RV(reason=tracefs_unusable), the required events this kernel lacks.
+  returned: on failure, when a required event is missing
+  type: list
+  elements: str
+  sample: [task/task_rename]
 """
 
 import os
