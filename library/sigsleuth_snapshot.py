@@ -12,9 +12,9 @@ DOCUMENTATION = r"""
 module: sigsleuth_snapshot
 short_description: Keep an arm-time snapshot of the process table for sigsleuth
 description:
-  - Writes every live process (pid, ppid, start time, comm, exe, argv, uid, threads) as JSON lines to
-    C(<state_dir>/snapshot.jsonl), so that ancestors which started before arming, and exit before
-    collection, can still be named in a report.
+  - Writes every live process (pid, ppid, start time, comm, exe, argv, uid, threads, namespace pid, cgroups)
+    as JSON lines to C(<state_dir>/snapshot.jsonl), so that ancestors which started before arming, and exit
+    before collection, can still be named in a report.
   - Take it after the trace is armed (M(sigsleuth.sigsleuth.sigsleuth_trace)); then every process is either in
     the snapshot or its fork is in the trace.
   - Records the snapshot in the C(snapshot) section of C(<state_dir>/state.json). A snapshot from the current
@@ -68,7 +68,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 path:
-  description: The snapshot file.
+  description: The snapshot file (also on failure to write or remove it).
   returned: always
   type: str
   sample: /var/lib/sigsleuth/snapshot.jsonl
@@ -81,6 +81,7 @@ taken_at_ns:
   description: Wall clock (CLOCK_REALTIME, ns) when the snapshot was taken.
   returned: when state=present and not in check mode, or when a snapshot is kept
   type: int
+  sample: 1795676460123456789
 msg:
   description: What was done, or would be done in check mode.
   returned: always
