@@ -1,5 +1,8 @@
 """Module documentation stays true to the argument spec and to the collection's conventions (ansible-doc,
-ansible-test validate-modules and the README rely on it)."""
+ansible-test validate-modules and the README rely on it).
+
+That RETURN covers what the modules really return is checked on every run of a module in the unit tests
+(sigsleuth_fakes.run_module)."""
 
 import inspect
 import re
@@ -12,6 +15,7 @@ import sigsleuth_facts
 import sigsleuth_snapshot
 import sigsleuth_trace
 from ansible.module_utils import basic
+from sigsleuth_fakes import undocumented_returns
 
 MODULES = [sigsleuth_trace, sigsleuth_snapshot, sigsleuth_audit, sigsleuth_facts]
 # The first release is collection version 1.0.0: every module, and every option, is new in it.
@@ -129,3 +133,26 @@ def test_references_to_modules_are_fqcn(module):
         assert reference in ours or not reference.startswith(COLLECTION + "."), reference
     seealso = {entry["module"] for entry in docs.get("seealso", [])}
     assert seealso == ours - {"%s.%s" % (COLLECTION, module.__name__)}
+
+
+def return_entries(entries, prefix=""):
+    for key, entry in entries.items():
+        yield prefix + key, entry
+        yield from return_entries(entry.get("contains") or {}, prefix + key + ".")
+
+
+def test_return_entries_are_complete(module):
+    for name, entry in return_entries(yaml.safe_load(module.RETURN)):
+        assert entry.get("description"), name
+        assert entry.get("returned"), name
+        assert entry.get("type") in ("str", "int", "bool", "float", "list", "dict", "raw", "complex"), name
+        if entry["type"] == "list":
+            assert entry.get("elements"), name
+
+
+def test_undocumented_returns_are_found():
+    documented = yaml.safe_load(sigsleuth_facts.RETURN)
+    report = {"schema_version": "1.1.0", "host": "web1", "kills": [], "signals": [True], "armed_at": 5}
+    problems = undocumented_returns(documented, {"changed": False, "report": report, "extra": 1})
+    assert sorted(problems) == ["extra is not documented", "report.armed_at is int, documented as str",
+                                "report.signals has elements that are not int"]
