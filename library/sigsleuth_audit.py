@@ -1,5 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+
+# Copyright: (c) 2026, sigsleuth developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # sigsleuth: arm and disarm the audit rules that name who sent a signal and where the sender came from.
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ description:
     events in a fork storm) and puts it back at disarm. Enables audit (C(auditctl -e 1)) when it is off, and
     turns it off again at disarm.
   - A locked audit configuration (C(auditctl -s) shows C(enabled 2)) cannot take new rules until reboot; the
-    module then fails with a message saying so. The role treats that as "audit part failed" and keeps ftrace.
+    module then fails with a message saying so and RV(reason=audit_locked). The role treats that as "audit
+    part failed" and keeps ftrace.
   - What was changed is recorded in the C(audit) section of C(<state_dir>/state.json), which O(state=absent)
-    and the C(sigsleuth_facts) module read.
-version_added: "0.1.0"
+    and M(sigsleuth.sigsleuth.sigsleuth_facts) read.
+version_added: "1.0.0"
 author:
-  - sigsleuth developers
+  - sigsleuth developers (@sigsleuth)
 options:
   state:
     description:
@@ -100,10 +104,17 @@ requirements:
 attributes:
   check_mode:
     support: full
+    description:
+      - Can run in check_mode and return changed status prediction without modifying target.
+      - With O(installed_now=true) and auditd not installed yet, check mode predicts starting auditd and loading
+        every rule.
   diff_mode:
     support: full
+    description: Returns sigsleuth's loaded audit rules before and after, one a line as C(auditctl -l) prints them.
   platform:
-    platforms: posix
+    platforms: linux
+    support: full
+    description: Linux with the audit subsystem (C(auditctl), C(auditd)) only.
 notes:
   - The kernel gives a process an audit context only when it is created after audit was first enabled on this
     boot. When audit was off before arming, processes that already existed are never audited (their own kill
@@ -115,8 +126,9 @@ notes:
   - After a reboot the state file is stale; O(state=present) arms afresh and O(state=absent) removes the stale
     state and any persistent rules file.
 seealso:
-  - module: sigsleuth_trace
-  - module: sigsleuth_facts
+  - module: sigsleuth.sigsleuth.sigsleuth_trace
+  - module: sigsleuth.sigsleuth.sigsleuth_snapshot
+  - module: sigsleuth.sigsleuth.sigsleuth_facts
 """
 
 EXAMPLES = r"""
@@ -130,6 +142,16 @@ EXAMPLES = r"""
     fork: true
     persist: true
 
+- name: Install auditd where it is missing
+  ansible.builtin.package:
+    name: auditd  # audit on the EL family
+  register: auditd_package
+
+- name: Arm, saying whether that install just happened (then disarm stops the auditd it started)
+  sigsleuth_audit:
+    signals: [KILL]
+    installed_now: "{{ auditd_package is changed }}"
+
 - name: Disarm
   sigsleuth_audit:
     state: absent
@@ -137,7 +159,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 rules:
-  description: sigsleuth's rules after the run (in check mode, what they would be), as C(auditctl -l) prints them.
+  description:
+    - sigsleuth's rules after the run (in check mode, what they would be), as C(auditctl -l) prints them.
+    - On failure with RV(reason=audit_locked) at O(state=absent), the rules that cannot be removed.
   returned: always
   type: list
   elements: str
@@ -165,11 +189,15 @@ abis:
   elements: str
   sample: [b64, b32]
 started_auditd:
-  description: Whether sigsleuth started auditd (and so stops it at disarm); at disarm, whether it was stopped.
+  description:
+    - Whether sigsleuth started auditd (and so stops it at disarm), or the install that O(installed_now) reports
+      did; at disarm, whether it was stopped. In check mode, whether it would be.
   returned: always
   type: bool
 installed_auditd:
-  description: Whether the state records that sigsleuth's arm installed the auditd package (O(installed_now)).
+  description:
+    - Whether the auditd package was installed for sigsleuth on this boot (O(installed_now) now or at an
+      earlier arm). Always false at O(state=absent); the package is never removed.
   returned: always
   type: bool
 reason:
@@ -178,6 +206,7 @@ reason:
       V(audit_locked) (C(auditctl -s) shows C(enabled 2)), V(not_root).
   returned: on failure, when the cause is one of these
   type: str
+  sample: audit_locked
 audit_was_enabled:
   description:
     - Whether audit was enabled (C(auditctl -s) C(enabled) not 0) when sigsleuth first armed it. When false,
@@ -190,7 +219,9 @@ log_file:
   type: str
   sample: /var/log/audit/audit.log
 persist_file:
-  description: The persistent rules file written, or None.
+  description:
+    - At arm, the persistent rules file (written or kept) when O(persist=true), else null.
+    - At disarm, the persistent rules file that was (or in check mode would be) removed, else null.
   returned: always
   type: str
   sample: /etc/audit/rules.d/sigsleuth.rules
@@ -202,10 +233,16 @@ armed_at:
   description: RV(armed_at_ns) as ISO 8601 UTC.
   returned: when state=present
   type: str
+  sample: "2026-11-26T07:01:02.123456Z"
 status:
-  description: C(auditctl -s) after the run (enabled, pid, backlog_limit, lost, backlog, ...).
+  description:
+    - C(auditctl -s) after the run (enabled, pid, backlog_limit, lost, backlog, ...), numbers as integers, with
+      C(locked) (enabled is 2) and C(running) (an audit daemon is registered).
+    - On failure with RV(reason=audit_locked), as it was read.
   returned: when auditctl is installed
   type: dict
+  sample: {enabled: 1, failure: 1, pid: 812, rate_limit: 0, backlog_limit: 8192, lost: 0, backlog: 0,
+           locked: false, running: true}
 msg:
   description: What was done, or would be done in check mode.
   returned: always

@@ -1,6 +1,9 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# Copyright: (c) 2026, sigsleuth developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# sigsleuth: who sent the armed signals, and where the senders came from, as a report and as facts.
 
 from __future__ import annotations
 
@@ -9,9 +12,15 @@ DOCUMENTATION = r"""
 module: sigsleuth_facts
 short_description: Reconstruct who sent the armed signals, and the sender's ancestry
 description:
-  - Streams the sigsleuth trace instance armed by M(sigsleuth_trace) line by line, replays it through the
-    lineage engine seeded with the arm-time process snapshot, and returns one record per delivery of an
-    armed signal with its sender, the sender's ancestry (parent first) and the gaps in what is known.
+  - Reads what was armed on this host, as recorded in C(<state_dir>/state.json) - the trace instance of
+    M(sigsleuth.sigsleuth.sigsleuth_trace), the audit log (and its rotations) of
+    M(sigsleuth.sigsleuth.sigsleuth_audit) - streaming it line by line into the lineage engine seeded with the
+    arm-time process snapshot of M(sigsleuth.sigsleuth.sigsleuth_snapshot).
+  - Returns one record per delivery of an armed signal with its sender, the sender's ancestry (parent first)
+    and the gaps in what is known. Audit adds to the traced kills; where no trace was read, audit alone builds
+    the lineage.
+  - A host that is not armed, or rebooted since arming, gets a report that says so in RV(report.sources)
+    rather than a failure.
   - Reads only; it changes nothing on the host.
   - The report follows C(schema/report.schema.json) in the sigsleuth repository.
 version_added: "1.0.0"
@@ -31,40 +40,109 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reads only, so it runs the same in check mode (and never reports a change).
   diff_mode:
     support: none
+    description: Changes nothing, so there is no difference to show.
   facts:
     support: full
+    description: Sets C(ansible_facts.sigsleuth) to the report.
+  platform:
+    platforms: linux
+    support: full
+    description: Linux only.
 notes:
-  - Needs root to read tracefs.
+  - Needs root to read tracefs and the audit log.
+seealso:
+  - module: sigsleuth.sigsleuth.sigsleuth_trace
+  - module: sigsleuth.sigsleuth.sigsleuth_audit
+  - module: sigsleuth.sigsleuth.sigsleuth_snapshot
 author:
-  - sigsleuth developers
+  - sigsleuth developers (@sigsleuth)
 """
 
 EXAMPLES = r"""
 - name: Collect the kills seen since arming
   sigsleuth_facts:
-  register: __sigsleuth_collected
+  register: collected
 
 - name: Show who killed what
   ansible.builtin.debug:
     var: ansible_facts.sigsleuth.kills
+
+- name: Replay a saved copy of the trace against this host's arm state
+  sigsleuth_facts:
+    trace_file: /tmp/sigsleuth-trace.txt
+    host: web1
 """
 
 RETURN = r"""
 report:
-  description: The report (schema/report.schema.json), also set as C(ansible_facts.sigsleuth).
+  description: The report (C(schema/report.schema.json)), also set as C(ansible_facts.sigsleuth).
   returned: always
   type: dict
-  sample:
-    schema_version: "1.0.0"
-    host: web1
+  contains:
+    schema_version:
+      description: Version of the report's shape; minor versions only add optional fields.
+      returned: always
+      type: str
+      sample: "1.1.0"
+    host:
+      description: O(host), or the target's hostname.
+      returned: always
+      type: str
+      sample: web1
+    armed_at:
+      description: When the first source was armed (ISO 8601 UTC); null when nothing was armed.
+      returned: always
+      type: str
+      sample: "2026-11-26T06:55:00.000000Z"
+    collected_at:
+      description: When the report was made (ISO 8601 UTC).
+      returned: always
+      type: str
+      sample: "2026-11-26T07:10:00.000000Z"
+    signals:
+      description: The armed signal numbers.
+      returned: always
+      type: list
+      elements: int
+      sample: [9]
+    sources:
+      description:
+        - Per evidence source (C(ftrace), C(audit), C(snapshot)), whether it was armed or why not, what was read
+          and what was lost; C(clock) says how trace and wall-clock times were matched.
+      returned: always
+      type: dict
+      sample:
+        snapshot: {armed: true, taken_at: "2026-11-26T06:55:00.100000Z", processes: 142}
+        audit: {armed: false, reason: not armed}
     kills:
-      - time: "2026-11-26T07:01:02.123456Z"
-        signal: {number: 9, name: SIGKILL}
-        sender: {pid: 4242, tid: 4242, comm: kill, exe: /usr/bin/kill, exited: true}
-        ancestry: [{pid: 4240, comm: sh, exe: /usr/bin/sh, exited: true}]
-        gaps: []
+      description:
+        - One record per delivery of an armed signal - C(time), C(signal), C(victim), C(sender) (null when no
+          process sent it), C(origin), C(mechanism), C(ancestry) (parent first), C(gaps) and more (see the
+          schema).
+      returned: always
+      type: list
+      elements: dict
+      sample:
+        - time: "2026-11-26T07:01:02.123456Z"
+          signal: {number: 9, name: SIGKILL}
+          victim: {pid: 4100, tid: 4100, comm: agent, exe: /usr/local/bin/agent, exited: true, source: snapshot}
+          sender: {pid: 4242, tid: 4242, comm: kill, exe: /usr/bin/kill, exited: true, source: ftrace}
+          origin: user
+          mechanism: kill
+          ancestry: [{pid: 4240, comm: sh, exe: /usr/bin/dash, exited: true, source: ftrace}]
+          gaps: []
+ansible_facts:
+  description: Facts added to the host's facts.
+  returned: always
+  type: dict
+  contains:
+    sigsleuth:
+      description: The same report as RV(report).
+      returned: always
+      type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -1,5 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+
+# Copyright: (c) 2026, sigsleuth developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # sigsleuth: the arm-time snapshot of the process table.
 
 from __future__ import annotations
@@ -9,16 +12,16 @@ DOCUMENTATION = r"""
 module: sigsleuth_snapshot
 short_description: Keep an arm-time snapshot of the process table for sigsleuth
 description:
-  - Writes every live process (pid, ppid, start time, comm, exe, argv, uid, threads) as JSON lines to
-    C(<state_dir>/snapshot.jsonl), so that ancestors which started before arming, and exit before
-    collection, can still be named in a report.
-  - Take it after the trace is armed (M(sigsleuth_trace)); then every process is either in the snapshot or
-    its fork is in the trace.
+  - Writes every live process (pid, ppid, start time, comm, exe, argv, uid, threads, namespace pid, cgroups)
+    as JSON lines to C(<state_dir>/snapshot.jsonl), so that ancestors which started before arming, and exit
+    before collection, can still be named in a report.
+  - Take it after the trace is armed (M(sigsleuth.sigsleuth.sigsleuth_trace)); then every process is either in
+    the snapshot or its fork is in the trace.
   - Records the snapshot in the C(snapshot) section of C(<state_dir>/state.json). A snapshot from the current
     boot is kept as it is; one from an earlier boot is replaced.
-version_added: "0.1.0"
+version_added: "1.0.0"
 author:
-  - sigsleuth developers
+  - sigsleuth developers (@sigsleuth)
 options:
   state:
     description:
@@ -37,12 +40,21 @@ requirements:
 attributes:
   check_mode:
     support: full
+    description:
+      - Can run in check_mode and return changed status prediction without modifying target.
+      - Check mode does not read the process table, so where a snapshot would be taken RV(count) and
+        RV(taken_at_ns) are not returned.
   diff_mode:
     support: full
+    description: Returns the recorded snapshot (path, time taken, number of processes) before and after.
   platform:
-    platforms: posix
+    platforms: linux
+    support: full
+    description: Linux only (reads C(/proc)).
 seealso:
-  - module: sigsleuth_trace
+  - module: sigsleuth.sigsleuth.sigsleuth_trace
+  - module: sigsleuth.sigsleuth.sigsleuth_audit
+  - module: sigsleuth.sigsleuth.sigsleuth_facts
 """
 
 EXAMPLES = r"""
@@ -56,7 +68,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 path:
-  description: The snapshot file.
+  description: The snapshot file (also on failure to write or remove it).
   returned: always
   type: str
   sample: /var/lib/sigsleuth/snapshot.jsonl
@@ -69,6 +81,7 @@ taken_at_ns:
   description: Wall clock (CLOCK_REALTIME, ns) when the snapshot was taken.
   returned: when state=present and not in check mode, or when a snapshot is kept
   type: int
+  sample: 1795676460123456789
 msg:
   description: What was done, or would be done in check mode.
   returned: always

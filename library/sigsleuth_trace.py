@@ -1,5 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+
+# Copyright: (c) 2026, sigsleuth developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # sigsleuth: arm and disarm the dedicated tracefs instance that records signals and process lineage.
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ description:
   - Never touches the top-level trace buffer or any other instance. An instance of the requested name that
     sigsleuth did not create on this boot is left alone and the module fails.
   - What was changed is recorded in the C(ftrace) section of C(<state_dir>/state.json), which
-    O(state=absent) and the C(sigsleuth_facts) module read.
-version_added: "0.1.0"
+    O(state=absent) and M(sigsleuth.sigsleuth.sigsleuth_facts) read.
+version_added: "1.0.0"
 author:
-  - sigsleuth developers
+  - sigsleuth developers (@sigsleuth)
 options:
   state:
     description:
@@ -72,17 +75,26 @@ requirements:
 attributes:
   check_mode:
     support: full
+    description:
+      - Can run in check_mode and return changed status prediction without modifying target.
+      - Where tracefs is not mounted, check mode does not mount it and predicts for a kernel with every event.
   diff_mode:
     support: full
+    description: Returns the instance settings (trace clock, buffer size, options, events and their filters) before
+      and after.
   platform:
-    platforms: posix
+    platforms: linux
+    support: full
+    description: Linux with tracefs only.
 notes:
   - Re-arming with the same settings changes nothing and keeps the recorded arm time. Changing the signals
     updates the filters in place without clearing the buffer.
   - After a reboot the state file is stale; O(state=present) arms afresh and O(state=absent) only removes the
     stale files.
 seealso:
-  - module: sigsleuth_snapshot
+  - module: sigsleuth.sigsleuth.sigsleuth_audit
+  - module: sigsleuth.sigsleuth.sigsleuth_snapshot
+  - module: sigsleuth.sigsleuth.sigsleuth_facts
 """
 
 EXAMPLES = r"""
@@ -102,18 +114,20 @@ EXAMPLES = r"""
 
 RETURN = r"""
 instance:
-  description: Name of the trace instance.
+  description: Name of the trace instance (at O(state=absent), the one the state file records).
   returned: always
   type: str
   sample: sigsleuth
 instance_path:
-  description: Directory of the trace instance.
-  returned: when armed, or when disarm found a recorded instance
+  description:
+    - Directory of the trace instance.
+    - Also on failure when an instance of that name exists that sigsleuth did not create.
+  returned: when state=present, or when disarm found an arm of this boot
   type: str
   sample: /sys/kernel/tracing/instances/sigsleuth
 tracefs:
-  description: The tracefs root used.
-  returned: when tracefs was found or mounted
+  description: The tracefs root used (found, to be mounted, or recorded at arm).
+  returned: when state=present, or when disarm found an arm of this boot
   type: str
   sample: /sys/kernel/tracing
 mounted_by_us:
@@ -157,6 +171,20 @@ msg:
   description: What was done, or would be done in check mode.
   returned: always
   type: str
+reason:
+  description:
+    - On failure, a machine-readable cause the caller can react to - V(tracefs_unusable) (tracefs is not
+      mounted and cannot be, or the kernel lacks a required event; the role can fall back to audit alone then),
+      V(not_root).
+  returned: on failure, when the cause is one of these
+  type: str
+  sample: tracefs_unusable
+missing_events:
+  description: On failure with RV(reason=tracefs_unusable), the required events this kernel lacks.
+  returned: on failure, when a required event is missing
+  type: list
+  elements: str
+  sample: [task/task_rename]
 """
 
 import os

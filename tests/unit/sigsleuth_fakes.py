@@ -12,6 +12,8 @@ import os
 import shutil
 from unittest import mock
 
+import yaml
+
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 from ansible.module_utils import sigsleuth_tracefs
@@ -246,7 +248,10 @@ def _fail_json(self, **kwargs):
 
 
 def run_module(library_module, args, check_mode=False, diff=True):
-    """Run library_module.main() with args; returns (result dict, failed)."""
+    """Run library_module.main() with args; returns (result dict, failed).
+
+    Every key of the result must be one of Ansible's common return values or documented in the module's RETURN,
+    with the documented type."""
     args = dict(args)
     args["_ansible_check_mode"] = check_mode
     args["_ansible_diff"] = diff
@@ -256,10 +261,53 @@ def run_module(library_module, args, check_mode=False, diff=True):
         try:
             library_module.main()
         except ExitJson as exc:
-            return exc.args[0], False
+            result, failed = exc.args[0], False
         except FailJson as exc:
-            return exc.args[0], True
-    raise AssertionError("the module returned without exit_json or fail_json")
+            result, failed = exc.args[0], True
+        else:
+            raise AssertionError("the module returned without exit_json or fail_json")
+    undocumented = undocumented_returns(yaml.safe_load(library_module.RETURN), result)
+    assert not undocumented, "%s returned what its RETURN does not document: %s" % (
+        library_module.__name__, "; ".join(undocumented))
+    return result, failed
+
+
+# Ansible's common return values: no module documents them in RETURN.
+COMMON_RETURNS = frozenset(["changed", "failed", "msg", "diff", "invocation", "warnings", "deprecations", "rc",
+                            "stdout", "stderr", "stdout_lines", "stderr_lines", "skipped", "exception"])
+RETURN_TYPES = {"str": str, "int": int, "bool": bool, "float": (int, float), "list": (list, tuple), "dict": dict}
+
+
+def undocumented_returns(documented, result, prefix="", common=COMMON_RETURNS):
+    """What in result (keys, and the types of their values) the RETURN entries ``documented`` do not cover."""
+    problems = []
+    for key, value in result.items():
+        name = prefix + key
+        if key in common and key not in documented:
+            continue
+        if key not in documented:
+            problems.append("%s is not documented" % name)
+            continue
+        problems.extend(_type_problems(name, documented[key], value))
+        if isinstance(value, dict) and documented[key].get("contains"):
+            problems.extend(undocumented_returns(documented[key]["contains"], value, name + ".", frozenset()))
+    return problems
+
+
+def _is(value, type_name):
+    """Whether value is of the RETURN type type_name (null always is; a bool is no int)."""
+    expected = RETURN_TYPES.get(type_name)
+    if value is None or expected is None:
+        return True
+    return isinstance(value, expected) and not (isinstance(value, bool) and type_name in ("int", "float"))
+
+
+def _type_problems(name, entry, value):
+    if not _is(value, entry.get("type")):
+        return ["%s is %s, documented as %s" % (name, type(value).__name__, entry["type"])]
+    if entry.get("type") == "list" and value and not all(_is(item, entry.get("elements")) for item in value):
+        return ["%s has elements that are not %s" % (name, entry["elements"])]
+    return []
 
 
 def load_state(state_dir):
