@@ -107,8 +107,8 @@ def plan_arm(txn, store, run, observed, rules, record, params, section, paths, i
     """
     rules_file = paths["rules_file"]
     if observed.status["locked"]:
-        txn.fail(msg=locked_message("no rule can be added or removed") + ", so the audit source cannot be "
-                     "armed on this host", status=observed.status, reason=REASON_AUDIT_LOCKED)
+        txn.fail(msg=locked_message("no rule can be added or removed") + ", so the audit source cannot be armed "
+                 "on this host", status=observed.status, reason=REASON_AUDIT_LOCKED)
     plan = ArmPlan(observed, rules, params, section, installed_now)
     for line in foreign_never_rules(observed.loaded):
         txn.module.warn("a rule that is not sigsleuth's may keep audit events from being logged: %s" % line)
@@ -116,8 +116,8 @@ def plan_arm(txn, store, run, observed, rules, record, params, section, paths, i
         txn.module.warn(AUDIT_OFF_WARNING)
     txn.result.update(rules=rules, rules_added=plan.to_add, rules_removed=plan.to_remove, status=observed.status,
                       started_auditd=bool(plan.section.get("started_auditd")) or plan.start,
-                      audit_was_enabled=plan.audit_was_enabled, diff=dict(before=diff_text(observed.ours),
-                                                                           after=diff_text(rules)),
+                      audit_was_enabled=plan.audit_was_enabled,
+                      diff=dict(before=diff_text(observed.ours), after=diff_text(rules)),
                       armed_at_ns=plan.section.get("armed_at_ns"), armed_at=iso_utc(plan.section.get("armed_at_ns")))
     recorded = bool(section) and section.get("armed_at_ns") is not None and all(
         section.get(key) == value for key, value in record.items())
@@ -141,7 +141,9 @@ def _plan_arm_steps(txn, store, run, observed, plan, record, params, previous, p
     section.setdefault("started_auditd", False)
     section.setdefault("enabled_set_by_us", False)
     status = {"now": observed.status}
-    save = lambda: store.put(SECTION_AUDIT, section)  # noqa: E731 - the same bookkeeping after each step
+
+    def save():  # the same bookkeeping after each step
+        store.put(SECTION_AUDIT, section)
     # Record ownership before changing anything, so an interrupted arm is still ours to disarm.
     txn.add("record the audit state", save, lambda: _restore(store, previous), quiet=True)
     if plan.start:
@@ -281,4 +283,3 @@ def plan_disarm(txn, store, run, observed, data, section, rules_file):
     if txn.steps or SECTION_AUDIT in data:
         txn.add("drop the audit state", lambda: store.drop(SECTION_AUDIT), quiet=bool(txn.steps))
     return txn
-

@@ -191,4 +191,3 @@ def rules_file_text(rules):
     head = ("## sigsleuth: kill-family, exec and fork rules. Written by sigsleuth_audit; removed at disarm.\n"
             "## Do not edit: disarm deletes exactly this file.\n")
     return head + "".join(rule + "\n" for rule in rules)
-

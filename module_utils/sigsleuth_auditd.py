@@ -12,6 +12,7 @@ import time
 from ansible.module_utils.sigsleuth_command import SigsleuthError, run_checked, run_command
 from ansible.module_utils.sigsleuth_vocabulary import AUDIT_LOG_ROOT, AUDITD_CONF, DEFAULT_AUDIT_LOG
 
+
 def read_auditd_conf(path=AUDITD_CONF):
     """auditd.conf as a dict of lower-case keys to string values ({} when the file is missing)."""
     settings = {}
@@ -40,7 +41,7 @@ def read_log_file_setting(auditd_conf=AUDITD_CONF):
     real = os.path.realpath(value)
     if os.path.commonpath([real, AUDIT_LOG_ROOT]) != AUDIT_LOG_ROOT or real == AUDIT_LOG_ROOT:
         raise SigsleuthError("auditd.conf log_file %r (%s) is outside %s; sigsleuth only reads audit logs "
-                         "under %s" % (value, auditd_conf, AUDIT_LOG_ROOT, AUDIT_LOG_ROOT))
+                             "under %s" % (value, auditd_conf, AUDIT_LOG_ROOT, AUDIT_LOG_ROOT))
     return value
 
 
@@ -92,11 +93,11 @@ def start_auditd(run=run_command, timeout=10.0):
         rc, out, err = run(argv)
     if rc != 0:
         raise SigsleuthError("cannot start auditd with `%s` (rc=%s): %s" % (" ".join(argv), rc, (err or out or "").strip()),
-                         rc=rc, stdout=out, stderr=err)
+                             rc=rc, stdout=out, stderr=err)
     status = _wait_status(run, lambda s: s["running"], timeout)
     if status is None:
         raise SigsleuthError("auditd was started but did not register with the kernel within %.0f s "
-                         "(see its messages in syslog)" % timeout)
+                             "(see its messages in syslog)" % timeout)
     return status
 
 
@@ -123,5 +124,3 @@ def _wait_status(run, predicate, timeout):
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.05)
-
-
