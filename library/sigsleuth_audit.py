@@ -90,8 +90,9 @@ options:
     default: 8192
   state_dir:
     description:
-      - Directory of the sigsleuth state file (created 0700 when missing, removed at disarm when sigsleuth
-        created it and nothing else is left in it).
+      - Where the C(audit) section of C(state.json) records what arm changed (auditd started, audit enabled,
+        the backlog limit), so that disarm undoes exactly that. Created 0700; removed at disarm when sigsleuth
+        created it and no other section is left.
     type: path
     default: /var/lib/sigsleuth
   auditd_conf:
@@ -177,7 +178,7 @@ rules_removed:
   type: list
   elements: str
 signals:
-  description: The armed signal numbers, sorted.
+  description: The signal numbers the kill-family rules filter on, sorted (one rule per signal, ABI and argument).
   returned: when state=present
   type: list
   elements: int

@@ -60,8 +60,8 @@ options:
     default: 8192
   state_dir:
     description:
-      - Directory of the sigsleuth state file (created 0700 when missing, removed at disarm when sigsleuth
-        created it and nothing else is left in it).
+      - Where the C(ftrace) section of C(state.json) records the instance, the tracefs mount and the arm time.
+        Created 0700; removed at disarm when sigsleuth created it and no other section is left.
     type: path
     default: /var/lib/sigsleuth
   tracefs_path:
