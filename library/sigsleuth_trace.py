@@ -16,10 +16,17 @@ description:
     C(signal:signal_generate) for the requested signals and the process lineage events
     C(sched:sched_process_fork), C(sched:sched_process_exec), C(sched:sched_process_exit),
     C(task:task_newtask) and C(task:task_rename).
-  - Also enables, when the kernel has them, the entry tracepoints of the kill-family system calls
-    (C(syscalls:sys_enter_kill), C(tkill), C(tgkill), C(pidfd_send_signal), C(rt_sigqueueinfo),
-    C(rt_tgsigqueueinfo)) filtered on the signal, and C(oom:mark_victim). Missing optional events do not stop
-    arming; they are returned in RV(missing_optional_events).
+  - Also enables, when the kernel has them, C(oom:mark_victim) and C(cgroup:cgroup_attach_task). With
+    O(precision=light) (the default) nothing else is recorded, so the cost follows process lifecycle and the
+    armed signals, never ordinary syscalls. Missing optional events do not stop arming; they are returned in
+    RV(missing_optional_events).
+  - O(precision=syscall) also enables the kill-family system calls' entries (C(syscalls:sys_enter_kill),
+    C(tkill), C(tgkill), C(pidfd_send_signal), C(rt_sigqueueinfo), C(rt_tgsigqueueinfo)) filtered on the
+    signal, and their exits; C(prlimit64) and C(setrlimit) filtered on the CPU-time limits; and, where the
+    kernel filters on user-space strings (Linux 5.17 and later), opens of a C(cgroup.kill) file
+    (C(filename.ustring ~ "*/cgroup.kill")). Each records only those rare calls, but any enabled syscall event
+    puts every syscall of every task through the tracing slow path. A kernel without these events is armed
+    light, with a warning saying what that leaves undistinguished.
   - The instance uses the C(boot) trace clock, records thread group ids and overwrites the oldest events when
     full (never the newest, which would drop the kill itself).
   - Mounts tracefs when it is not mounted, and unmounts it at O(state=absent) only when this module mounted it
@@ -69,6 +76,18 @@ options:
       - Where tracefs is (or is to be mounted). By default the mounted tracefs is found in C(/proc/mounts),
         preferring C(/sys/kernel/tracing), and mounted there when there is none.
     type: path
+  precision:
+    description:
+      - "V(light) records only events whose rate follows process lifecycle and the armed signals; a send's
+        mechanism is then named exactly where the signal itself tells (OOM, parent death, CPU-time limits known
+        at arm time, kernel sends) and otherwise as the honest family its siginfo code gives: V(user_signal)
+        (kill, pidfd_send_signal or cgroup.kill), V(thread_signal) (tkill or tgkill), V(queued_signal) (the
+        sigqueue family)."
+      - V(syscall) adds the syscall events that name the exact syscall and recognise cgroup.kill and CPU-time
+        limits set after arming. Changing it on an armed host updates the instance in place.
+    type: str
+    choices: [light, syscall]
+    default: light
 requirements:
   - Linux with tracefs (CONFIG_FTRACE, CONFIG_EVENT_TRACING).
   - "Root on the target (C(become: true) when connecting as another user)."
@@ -157,6 +176,15 @@ armed_at:
   returned: when state=present
   type: str
   sample: "2026-11-26T07:01:02.123456Z"
+precision:
+  description: The precision armed (V(light) where V(syscall) was asked for but the kernel lacks its events).
+  returned: when state=present
+  type: str
+  sample: light
+cgroup_kill_opens:
+  description: Whether opens of a cgroup.kill file are recorded (syscall precision, user-string filters).
+  returned: when state=present
+  type: bool
 missing_optional_events:
   description: Optional events this kernel lacks; armed without them.
   returned: when state=present
@@ -197,9 +225,10 @@ from ansible.module_utils.sigsleuth_command import (
 )
 from ansible.module_utils.sigsleuth_state import SECTION_FTRACE, StateStore
 from ansible.module_utils.sigsleuth_tracefs import (
-    DEFAULT_BUFFER_SIZE_KB, DEFAULT_INSTANCE, TRACE_CLOCK, apply, create_instance, desired_settings,
-    find_tracefs, instance_names, instance_path, is_tracefs_root, mount_tracefs, normalise, observed_settings,
-    probe_events, remove_instance, tracefs_mounts, unmount_tracefs,
+    DEFAULT_BUFFER_SIZE_KB, DEFAULT_INSTANCE, PRECISION_LIGHT, PRECISION_SYSCALL, PRECISIONS, TRACE_CLOCK, apply,
+    create_instance, desired_settings, find_tracefs, instance_names, instance_path, is_tracefs_root,
+    missing_for_precision, mount_tracefs, normalise, observed_settings, probe_events, remove_instance,
+    tracefs_mounts, unmount_tracefs, user_string_filters,
 )
 from ansible.module_utils.sigsleuth_transaction import Transaction
 from ansible.module_utils.sigsleuth_vocabulary import (
@@ -219,6 +248,7 @@ def build_module():
             buffer_size_kb=dict(type="int", default=DEFAULT_BUFFER_SIZE_KB),
             state_dir=dict(type="path", default=STATE_DIR),
             tracefs_path=dict(type="path"),
+            precision=dict(type="str", default=PRECISION_LIGHT, choices=list(PRECISIONS)),
         ),
         supports_check_mode=True,
     )
@@ -270,6 +300,20 @@ def probe(module, txn, tracefs, needs_mount):
     return signal_fields, missing_optional
 
 
+def settle_precision(module, missing_optional):
+    """(precision, record cgroup.kill opens): syscall precision falls back to light where events are missing."""
+    if module.params["precision"] != PRECISION_SYSCALL:
+        return PRECISION_LIGHT, False
+    lacking = missing_for_precision(missing_optional)
+    if lacking:
+        module.warn("this kernel lacks %s: armed with light precision instead of syscall precision, so kill(2), "
+                    "pidfd_send_signal and cgroup.kill are not told apart, nor tkill from tgkill, and CPU-time "
+                    "limits set after arming are not seen" % ", ".join(e.replace("/", ":") for e in lacking))
+        return PRECISION_LIGHT, False
+    return PRECISION_SYSCALL, user_string_filters() and not any(
+        event.startswith("syscalls/sys_enter_open") for event in missing_optional)
+
+
 def arm(module, store, section):
     params = module.params
     signals = arm_arguments(module)
@@ -287,14 +331,17 @@ def arm(module, store, section):
         txn.fail(msg="trace instance %s exists but sigsleuth did not create it on this boot (it is not recorded in "
                      "%s): it belongs to someone else and is left alone; choose another name with instance=..."
                      % (path, store.path), instance_path=path)
-    desired = desired_settings(signals, params["buffer_size_kb"], signal_fields, missing_optional)
+    precision, opens = settle_precision(module, missing_optional)
+    desired = desired_settings(signals, params["buffer_size_kb"], signal_fields, missing_optional, precision, opens)
     before = observed_settings(path) if exists else None
     record = dict(instance=params["instance"], tracefs=tracefs,
                   mounted_by_us=needs_mount or bool(section and section.get("mounted_by_us")), signals=signals,
-                  clock=TRACE_CLOCK, buffer_size_kb=params["buffer_size_kb"], missing_optional_events=missing_optional)
+                  clock=TRACE_CLOCK, buffer_size_kb=params["buffer_size_kb"], missing_optional_events=missing_optional,
+                  precision=precision, cgroup_kill_opens=opens)
     txn.result.update(instance=params["instance"], instance_path=path, tracefs=tracefs,
                       mounted_by_us=record["mounted_by_us"], signals=signals,
                       signal_names=[signal_name(number) for number in signals], missing_optional_events=missing_optional,
+                      precision=precision, cgroup_kill_opens=opens,
                       settings=normalise(desired, before), diff=dict(before=before or {}, after=normalise(desired, before)),
                       armed_at_ns=(section or {}).get("armed_at_ns"), armed_at=iso_utc((section or {}).get("armed_at_ns")))
     recorded = bool(section) and section.get("armed_at_ns") is not None and all(

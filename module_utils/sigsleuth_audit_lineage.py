@@ -177,7 +177,7 @@ class AuditLineage:
             if earlier is not None:
                 earlier.count += 1
                 continue
-            send = SendEvidence(current=sender)
+            send = SendEvidence(current=sender, signal=event.signal)
             send.audit = event
             kill = Kill(ts_ns=ts, signal=event.signal, victim=victim, victim_tid=event.target_tid or victim_pid,
                         syscall_args={"syscall": event.syscall, "target": event.target_pid}, send=send,

@@ -23,7 +23,7 @@ from ansible.module_utils.sigsleuth_report import (
 )
 from ansible.module_utils.sigsleuth_state import SECTION_AUDIT, SECTION_FTRACE, SECTION_SNAPSHOT, StateStore
 from ansible.module_utils.sigsleuth_trace_parser import TraceStats, iter_events
-from ansible.module_utils.sigsleuth_tracefs import read_loss_counters
+from ansible.module_utils.sigsleuth_tracefs import PRECISION_SYSCALL, read_loss_counters
 from ansible.module_utils.sigsleuth_vocabulary import PROC, SIGKILL
 
 NOT_ARMED = "sigsleuth is not armed on this host (run playbooks/arm.yml first)"
@@ -51,8 +51,11 @@ def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, au
     offset_arm = (ftrace or {}).get("clock_offset_ns") or (audit or {}).get("clock_offset_ns") or offset_now
     clock = Clock(offset_arm)
     signals = (ftrace or audit).get("signals") or [SIGKILL]
+    # An arm from before the light default recorded the syscall events: its state names no precision.
     lineage = Lineage(signals, snapshot_time_ns=boot_ns((snapshot or {}).get("taken_at_ns"), offset_arm),
-                      memory_hierarchy=memory_hierarchy(proc))
+                      memory_hierarchy=memory_hierarchy(proc),
+                      precision=(ftrace or {}).get("precision", PRECISION_SYSCALL),
+                      opens_traced=(ftrace or {}).get("cgroup_kill_opens", False))
     sources = {"snapshot": _read_snapshot(lineage, snapshot, clock)}
     sources["ftrace"], traced = _read_trace(lineage, ftrace, clock, losses.ftrace, trace_file)
     sources["audit"] = _read_audit(lineage, audit, offset_arm, losses, traced, audit_log, audit_run)

@@ -28,6 +28,8 @@ from ansible.module_utils.sigsleuth_vocabulary import (
     SOURCE_SNAPSHOT, SOURCE_TRACE, SOURCE_UNSEEN, decode_name,
 )
 
+# Opens of a cgroup.kill file, recorded with syscall precision where the kernel filters on user-space strings.
+CGROUP_KILL_OPENS = ("openat", "open", "openat2")
 MAX_ANCESTRY = 512  # a guard against a corrupt cycle, far deeper than any real process tree
 NO_LIMITS = frozenset()
 # The OOM killer marks its victim right after signalling it.
@@ -55,7 +57,7 @@ class Process:
     __slots__ = (
         "key", "pid", "start_ns", "parent", "comm", "exe", "argv", "uid", "exit_ns", "exited", "source",
         "known_since_ns", "live_children", "notes", "alive_confirmed", "ppid_hint", "facts_from", "rlimits",
-        "ns_pid", "cgroup", "memory_cgroup", "extra", "exec_times",
+        "ns_pid", "cgroup", "memory_cgroup", "extra", "exec_times", "rlimits_from",
     )
 
     def __init__(self, key, parent, comm, exe, source, known_since_ns):
@@ -77,6 +79,7 @@ class Process:
         self.ppid_hint = None  # the parent pid a snapshot reported, when that parent itself is unknown
         self.facts_from = {"comm": source, "exe": source}
         self.rlimits = NO_LIMITS  # resource numbers of CPU-time limits set on it or inherited
+        self.rlimits_from = None  # the evidence label of where they were seen
         self.ns_pid = None
         self.cgroup = None         # unified (v2) hierarchy path
         self.memory_cgroup = None  # v1 memory controller path
@@ -96,7 +99,7 @@ class Kill:
     __slots__ = (
         "ts_ns", "signal", "code", "errno", "result", "group", "sender", "sender_tid", "victim", "victim_tid",
         "ancestry", "mechanism", "origin", "evidence", "count", "syscall_args", "notes", "sender_at_kill",
-        "trigger", "oom", "audit", "audit_facts", "send", "attribution_note",
+        "trigger", "oom", "audit", "audit_facts", "send", "attribution_note", "mechanism_candidates",
     )
 
     def __init__(self, **fields):
@@ -120,8 +123,13 @@ class Lineage:
     add_snapshot() call must come first. `kills` grows as signal events of the armed signals arrive.
     """
 
-    def __init__(self, signals, snapshot_time_ns=None, memory_hierarchy=None):
+    def __init__(self, signals, snapshot_time_ns=None, memory_hierarchy=None, precision="light",
+                 opens_traced=False):
+        """precision: "syscall" when kill-family syscalls and CPU-time limits were traced (their events are
+        ignored otherwise, as a light arm would not have them); opens_traced: opens of cgroup.kill too."""
         self.signals = frozenset(signals)
+        self.syscalls_traced = precision == "syscall"
+        self.opens_traced = self.syscalls_traced and opens_traced
         self.memory_hierarchy = memory_hierarchy  # v1 memory controller's hierarchy id, for cgroup moves
         self.snapshot_time_ns = snapshot_time_ns
         self.by_pid = {}          # tgid -> current Process incarnation (pruned when dead and childless)
@@ -141,13 +149,15 @@ class Lineage:
             SIGNAL_GENERATE: self._on_signal,
             MARK_VICTIM: self._on_mark_victim,
             CGROUP_ATTACH: self._on_cgroup_attach,
-            "sys_enter_write": self._on_small_write,
-            "sys_enter_prlimit64": self._on_prlimit,
-            "sys_enter_setrlimit": self._on_setrlimit,
         }
-        for name in KILL_SYSCALLS:
-            self._handlers["sys_enter_" + name] = self._syscall_enter_handler(name)
-            self._handlers["sys_exit_" + name] = self._on_syscall_exit
+        if self.syscalls_traced:
+            self._handlers.update({"sys_enter_prlimit64": self._on_prlimit, "sys_enter_setrlimit": self._on_setrlimit})
+            for name in KILL_SYSCALLS:
+                self._handlers["sys_enter_" + name] = self._syscall_enter_handler(name)
+                self._handlers["sys_exit_" + name] = self._on_syscall_exit
+        if self.opens_traced:
+            for name in CGROUP_KILL_OPENS:
+                self._handlers["sys_enter_" + name] = self._on_cgroup_kill_open
 
     def new_process(self, pid, start_ns, parent, comm, exe, source, known_since_ns):
         """A new incarnation of pid, linked to its parent and indexed as the pid's current one."""
@@ -183,6 +193,8 @@ class Lineage:
             proc.ns_pid = entry.get("ns_pid")
             proc.cgroup = entry.get("cgroup")
             proc.memory_cgroup = entry.get("memory_cgroup")
+            if entry.get("rlimits"):
+                proc.rlimits, proc.rlimits_from = frozenset(entry["rlimits"]), "snapshot:rlimits"
             proc.facts_from.update(argv=SOURCE_SNAPSHOT, uid=SOURCE_SNAPSHOT)
             for tid in entry.get("threads") or ():
                 if tid != proc.pid:
@@ -263,7 +275,7 @@ class Lineage:
         proc = self.new_process(child, ts, parent, parent.comm, parent.exe, source, ts)
         proc.argv = parent.argv
         proc.uid = parent.uid
-        proc.rlimits = parent.rlimits
+        proc.rlimits, proc.rlimits_from = parent.rlimits, parent.rlimits_from
         proc.cgroup = parent.cgroup
         proc.memory_cgroup = parent.memory_cgroup
         proc.facts_from = dict.fromkeys(IMAGE_FACTS, SOURCE_INHERITED)
@@ -366,9 +378,9 @@ class Lineage:
     def _on_syscall_exit(self, ts, tid, tgid, fields):
         self.evidence.syscall_exited(tid)
 
-    def _on_small_write(self, ts, tid, tgid, fields):
-        if fields.get("count", 3) <= 2:
-            self.evidence.small_write(tid, ts)
+    def _on_cgroup_kill_open(self, ts, tid, tgid, fields):
+        # The kernel's filter recorded only opens of a cgroup.kill file: the opener may write "1" to it next.
+        self.evidence.cgroup_kill_opened(tgid if tgid is not None else self.thread_group.get(tid, tid), ts)
 
     def _on_cgroup_attach(self, ts, tid, tgid, fields):
         hierarchy, path, moved = fields
@@ -391,6 +403,7 @@ class Lineage:
     def _set_limit(proc, resource):
         if resource in (RLIMIT_CPU, RLIMIT_RTTIME):
             proc.rlimits = proc.rlimits | {resource}
+            proc.rlimits_from = "ftrace:sys_enter_prlimit64/setrlimit"
 
     def _on_mark_victim(self, ts, tid, tgid, fields):
         """The OOM killer marks its victim right after sending SIGKILL: that kill is an OOM kill."""
@@ -420,9 +433,11 @@ class Lineage:
             previous.count += 1
             return
         current = self.process_of(tid, tgid, ts)
-        send = self.evidence.around(SendEvidence(code, current, tid, witnesses=["ftrace:signal_generate"]), ts, sig)
+        send = self.evidence.around(SendEvidence(code, current, tid, witnesses=["ftrace:signal_generate"],
+                                                 syscalls_traced=self.syscalls_traced,
+                                                 opens_traced=self.opens_traced, signal=sig), ts, sig)
         send.victim_is_current = current is victim
-        send.victim_rlimit = rlimit_mechanism(victim.rlimits)
+        send.victim_rlimit, send.victim_rlimit_from = rlimit_mechanism(victim.rlimits), victim.rlimits_from
         kill = Kill(ts_ns=ts, signal=sig, code=code, errno=errno, result=result, group=group, victim=victim,
                     victim_tid=target_tid, send=send)
         attribute(kill)

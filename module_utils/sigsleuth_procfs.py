@@ -9,7 +9,7 @@ import json
 import os
 
 from ansible.module_utils.sigsleuth_state import atomic_write
-from ansible.module_utils.sigsleuth_vocabulary import PROC, SOURCE_PROC, decode_name
+from ansible.module_utils.sigsleuth_vocabulary import PROC, RLIMIT_CPU, RLIMIT_RTTIME, SOURCE_PROC, decode_name
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 NS_PER_TICK = 1_000_000_000 // CLK_TCK
@@ -88,7 +88,24 @@ def read_process(pid, proc=PROC):
         "ns_pid": ns_pid,
     }
     entry["cgroup"], entry["memory_cgroup"] = read_cgroups(base)
+    entry["rlimits"] = read_cpu_limits(base)
     return entry
+
+
+# /proc/PID/limits rows of the CPU-time limits a kernel enforces with a signal (RLIMIT_CPU, RLIMIT_RTTIME).
+_CPU_LIMIT_ROWS = ((b"Max cpu time", RLIMIT_CPU), (b"Max realtime timeout", RLIMIT_RTTIME))
+
+
+def read_cpu_limits(base):
+    """The CPU-time limits (RLIMIT_CPU, RLIMIT_RTTIME) set on a process, soft or hard, as resource numbers."""
+    found = []
+    for line in (_read_bytes(base + "/limits") or b"").splitlines():
+        for row, resource in _CPU_LIMIT_ROWS:
+            if line.startswith(row):
+                soft, hard = (line[len(row):].split() + [b"", b""])[:2]
+                if soft != b"unlimited" or hard != b"unlimited":
+                    found.append(resource)
+    return found
 
 
 def read_cgroups(base):

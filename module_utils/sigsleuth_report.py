@@ -112,6 +112,8 @@ def kill_dict(kill, clock, losses):
         del record["si_code"]
     if kill.result is None:
         del record["result"]
+    if kill.mechanism_candidates:
+        record["mechanism_candidates"] = list(kill.mechanism_candidates)
     if kill.syscall_args is not None:
         record["syscall"] = dict(kill.syscall_args)
     if kill.trigger is not None:
@@ -160,6 +162,7 @@ def ftrace_source(section, stats, per_cpu, loss, clock, error=None):
         "instance": section["instance"],
         "clock": section.get("clock"),
         "buffer_size_kb": section.get("buffer_size_kb"),
+        "precision": section.get("precision", "syscall"),
         "missing_optional_events": section.get("missing_optional_events", []),
     }
     if error:

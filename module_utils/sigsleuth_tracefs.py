@@ -33,23 +33,33 @@ LINEAGE_EVENTS = (
     "task/task_rename",
 )
 REQUIRED_EVENTS = (SIGNAL_EVENT,) + LINEAGE_EVENTS
-# Extra evidence for how a signal was sent; a kernel without syscall tracepoints still gets armed.
-KILL_SYSCALL_EVENTS = tuple("syscalls/sys_enter_" + name for name in KILL_SYSCALLS)
 NO_FILTER = "none"
 OOM_EVENT = "oom/mark_victim"
-# Evidence that decides a send's mechanism (see sigsleuth_lineage._classify), each with a fixed filter:
-# the kill syscalls' exits close their window; a write of at most 2 bytes may be "1" to cgroup.kill; a CPU
-# time limit (RLIMIT_CPU 0, RLIMIT_RTTIME 15) being set explains a kernel SIGKILL/SIGXCPU later.
-EVIDENCE_FILTERS = dict(
-    [("syscalls/sys_exit_" + name, NO_FILTER) for name in KILL_SYSCALLS]
+PRECISION_LIGHT = "light"
+PRECISION_SYSCALL = "syscall"
+PRECISIONS = (PRECISION_LIGHT, PRECISION_SYSCALL)
+# The light default: every event's rate follows process lifecycle or the armed signals, never ordinary
+# syscalls. The OOM killer's mark and cgroup moves, where the kernel has them.
+LIGHT_EVENTS = {OOM_EVENT: NO_FILTER, "cgroup/cgroup_attach_task": NO_FILTER}
+# Syscall precision names the exact syscall of a send. Enabling any syscall event puts every syscall of every
+# task through the tracing slow path, but each of these records only what is rare: kill-family calls (entries
+# filtered on the armed signals; their exits close the window), CPU-time limits being set (RLIMIT_CPU 0,
+# RLIMIT_RTTIME 15), and, where the kernel filters on user-space strings, opens of a cgroup.kill file.
+KILL_SYSCALL_EVENTS = tuple("syscalls/sys_enter_" + name for name in KILL_SYSCALLS)
+SYSCALL_EVENTS = dict(
+    [(event, "signal") for event in KILL_SYSCALL_EVENTS]
+    + [("syscalls/sys_exit_" + name, NO_FILTER) for name in KILL_SYSCALLS]
     + [
-        ("syscalls/sys_enter_write", "count <= 2"),
         ("syscalls/sys_enter_prlimit64", "new_rlim != 0 && (resource == 0 || resource == 15)"),
         ("syscalls/sys_enter_setrlimit", "resource == 0 || resource == 15"),
-        ("cgroup/cgroup_attach_task", NO_FILTER),
     ]
 )
-OPTIONAL_EVENTS = KILL_SYSCALL_EVENTS + (OOM_EVENT,) + tuple(EVIDENCE_FILTERS)
+# filename.ustring reads the user-space path for the filter (Linux 5.17 and later): only opens of a
+# cgroup.kill are recorded, never the ordinary ones.
+CGROUP_KILL_FILTER = 'filename.ustring ~ "*/cgroup.kill"'
+USER_STRING_FILTERS_SINCE = (5, 17)
+CGROUP_KILL_OPEN_EVENTS = {"syscalls/sys_enter_" + name: CGROUP_KILL_FILTER for name in ("openat", "open", "openat2")}
+OPTIONAL_EVENTS = tuple(LIGHT_EVENTS) + tuple(SYSCALL_EVENTS) + tuple(CGROUP_KILL_OPEN_EVENTS)
 # Field names that carry the signal number in an event's format, in order of preference.
 SIGNAL_FIELD_NAMES = ("sig", "signal")
 # overwrite=1: when the buffer is full the oldest events go; with 0 the newest (the kill) would be dropped.
@@ -224,6 +234,12 @@ def signal_field(format_text):
     return None
 
 
+def user_string_filters(release=None):
+    """Whether this kernel filters syscall events on user-space strings (``field.ustring``)."""
+    match = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
+    return bool(match) and (int(match.group(1)), int(match.group(2))) >= USER_STRING_FILTERS_SINCE
+
+
 def probe_events(tracefs):
     """What this kernel offers of our events.
 
@@ -236,16 +252,21 @@ def probe_events(tracefs):
     missing_optional = []
     for event in REQUIRED_EVENTS + OPTIONAL_EVENTS:
         format_text = _read_or_none(os.path.join(tracefs, "events", event, "format"))
+        missing = missing_required if event in REQUIRED_EVENTS else missing_optional
         if format_text is None:
-            (missing_required if event in REQUIRED_EVENTS else missing_optional).append(event)
-            continue
-        if event == SIGNAL_EVENT or event in KILL_SYSCALL_EVENTS:
+            missing.append(event)
+        elif event == SIGNAL_EVENT or event in KILL_SYSCALL_EVENTS:
             field = signal_field(format_text)
             if field is None:
-                (missing_required if event in REQUIRED_EVENTS else missing_optional).append(event)
-                continue
-            signal_fields[event] = field
+                missing.append(event)
+            else:
+                signal_fields[event] = field
     return signal_fields, missing_required, missing_optional
+
+
+def missing_for_precision(missing_optional):
+    """The events syscall precision needs that this kernel lacks (the opens of cgroup.kill are a bonus)."""
+    return [event for event in missing_optional if event in SYSCALL_EVENTS]
 
 
 def signal_filter(signals, field="sig"):
@@ -255,23 +276,33 @@ def signal_filter(signals, field="sig"):
 
 # ---------------------------------------------------------------- settings
 
-def desired_settings(signals, buffer_size_kb=DEFAULT_BUFFER_SIZE_KB, signal_fields=None, missing_optional=()):
+def desired_settings(signals, buffer_size_kb=DEFAULT_BUFFER_SIZE_KB, signal_fields=None, missing_optional=(),
+                     precision=PRECISION_LIGHT, opens=False):
     """The instance settings sigsleuth wants, as a plain dict comparable with observed_settings().
 
     signal_fields and missing_optional come from probe_events(); without them every event is assumed present
-    with a ``sig`` field.
+    with a ``sig`` field. Every event this kernel has is listed, the ones this precision does not use as
+    disabled, so that a change of precision takes the others out in place. opens: record opens of cgroup.kill
+    (syscall precision, user-string filters).
     """
     if signal_fields is None:
         signal_fields = {event: "sig" for event in (SIGNAL_EVENT,) + KILL_SYSCALL_EVENTS}
+    wanted = dict.fromkeys(REQUIRED_EVENTS, NO_FILTER)
+    wanted.update(LIGHT_EVENTS)
+    if precision == PRECISION_SYSCALL:
+        wanted.update(SYSCALL_EVENTS)
+        if opens:
+            wanted.update(CGROUP_KILL_OPEN_EVENTS)
     events = {}
     for event in REQUIRED_EVENTS + OPTIONAL_EVENTS:
         if event in missing_optional:
             continue
-        if event in signal_fields:
-            event_filter = signal_filter(signals, signal_fields[event])
+        if event not in wanted:
+            events[event] = {"enable": "0", "filter": NO_FILTER}
+        elif event in signal_fields:
+            events[event] = {"enable": "1", "filter": signal_filter(signals, signal_fields[event])}
         else:
-            event_filter = EVIDENCE_FILTERS.get(event, NO_FILTER)
-        events[event] = {"enable": "1", "filter": event_filter}
+            events[event] = {"enable": "1", "filter": wanted[event]}
     return {
         "trace_clock": TRACE_CLOCK,
         "buffer_size_kb": int(buffer_size_kb),
@@ -374,13 +405,13 @@ def apply(instance, desired, observed=None):
         directory = os.path.join(instance, "events", event)
         if not os.path.isdir(directory):
             raise SigsleuthError("the kernel has no trace event %s (no %s)" % (event.replace("/", ":"), directory))
-        if current.get("filter") != wanted["filter"]:
+        # Filter before enable, and disable before clearing a filter: never a moment of unfiltered recording.
+        steps = [("filter", "0" if wanted["filter"] == NO_FILTER else wanted["filter"]), ("enable", wanted["enable"])]
+        for name, value in steps if wanted["enable"] == "1" else reversed(steps):
             # "0" clears a filter; a rejected filter leaves the parse error in the file and fails the write.
-            _write(os.path.join(directory, "filter"), "0" if wanted["filter"] == NO_FILTER else wanted["filter"])
-            written.append("events/%s/filter" % event)
-        if current.get("enable") != wanted["enable"]:
-            _write(os.path.join(directory, "enable"), wanted["enable"])
-            written.append("events/%s/enable" % event)
+            if current.get(name) != wanted[name]:
+                _write(os.path.join(directory, name), value)
+                written.append("events/%s/%s" % (event, name))
     if observed.get("tracing_on") != desired["tracing_on"]:
         _write(os.path.join(instance, "tracing_on"), desired["tracing_on"])
         written.append("tracing_on")

@@ -52,6 +52,11 @@ EVENT_FIELDS = {
     "syscalls/sys_enter_prlimit64": ["int __syscall_nr", "pid_t pid", "unsigned int resource",
                                      "const struct rlimit64 * new_rlim", "struct rlimit64 * old_rlim"],
     "syscalls/sys_enter_setrlimit": ["int __syscall_nr", "unsigned int resource", "struct rlimit * rlim"],
+    "syscalls/sys_enter_openat": ["int __syscall_nr", "int dfd", "const char * filename", "int flags",
+                                  "umode_t mode"],
+    "syscalls/sys_enter_open": ["int __syscall_nr", "const char * filename", "int flags", "umode_t mode"],
+    "syscalls/sys_enter_openat2": ["int __syscall_nr", "int dfd", "const char * filename",
+                                   "struct open_how * how", "size_t usize"],
     "cgroup/cgroup_attach_task": ["int dst_root", "int dst_level", "u64 dst_id", "int pid",
                                   "__data_loc char[] dst_path", "__data_loc char[] comm"],
     # Events we never enable, so a test can see they stay untouched.
@@ -226,6 +231,11 @@ def make_fake_proc(root, processes):
         _write_file(os.path.join(base, "status"), "Name:\t%s\nUid:\t%d\t%d\t%d\t%d\n" % ((entry["comm"],) +
                                                                                        (entry["uid"],) * 4))
         os.symlink(entry["exe"], os.path.join(base, "exe"))
+        cpu = entry.get("cpu_limit", "unlimited")
+        _write_file(os.path.join(base, "limits"),
+                    "Limit                     Soft Limit           Hard Limit           Units     \n"
+                    "Max cpu time              %-20s %-20s seconds   \n"
+                    "Max realtime timeout      unlimited            unlimited            us        \n" % (cpu, cpu))
     _write_file(os.path.join(root, "uptime"), "1.0 1.0\n")  # a non-pid entry, to be skipped
 
 

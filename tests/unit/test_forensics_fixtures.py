@@ -33,12 +33,15 @@ def iso(realtime_ns):
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + ".%06dZ" % (nanos // 1000)
 
 
-def replay(case):
+def replay(case, precision="syscall"):
+    """The case's kills from its captured trace. The captures were armed with syscall precision; a light
+    replay ignores the syscall events, as a light arm would not have recorded them."""
     base = os.path.join(FIXTURES, "forensics_%s" % case)
     with open(base + ".truth") as handle:
         truth = json.load(handle)
     lineage = Lineage(truth["signals"], snapshot_time_ns=truth["snapshot_time_ns"],
-                      memory_hierarchy=truth["memory_hierarchy"])
+                      memory_hierarchy=truth["memory_hierarchy"], precision=precision,
+                      opens_traced=truth.get("cgroup_kill_opens", False))
     lineage.add_snapshot(truth["snapshot"])
     stats = TraceStats()
     with open(base + ".trace", "rb") as stream:
@@ -53,11 +56,12 @@ def case_param(name):
     return pytest.param(name, id=name, marks=marks)
 
 
+@pytest.mark.parametrize("precision", ["syscall", "light"])
 @pytest.mark.parametrize("case", [case_param(name) for name in CASE_NAMES])
-def test_captured_case_is_attributed(case):
-    truth, kills, _stats = replay(case)
+def test_captured_case_is_attributed(case, precision):
+    truth, kills, _stats = replay(case, precision)
     t0, t1 = truth["window"]["real_ns"]
-    problems = check_case(kills, truth, ("ftrace",), (iso(t0 - SLACK_NS), iso(t1 + SLACK_NS)))
+    problems = check_case(kills, truth, ("ftrace",), (iso(t0 - SLACK_NS), iso(t1 + SLACK_NS)), precision)
     assert not problems, "%d problem(s) replaying %s:\n%s" % (len(problems), case, "\n".join(problems))
 
 

@@ -30,8 +30,9 @@ def kill(ts, sender, victim, sig=9, tgid=None, code=0, res=0):
             ("sys_exit_kill", ts, 0, sender, tgid or sender, 0)]
 
 
-def run(events, snapshot=(), signals=(9,)):
-    lineage = Lineage(signals, snapshot_time_ns=0)
+def run(events, snapshot=(), signals=(9,), precision="syscall", opens_traced=False):
+    """The lineage of events; syscall precision unless asked otherwise (the light default ignores syscall events)."""
+    lineage = Lineage(signals, snapshot_time_ns=0, precision=precision, opens_traced=opens_traced)
     lineage.add_snapshot(snapshot)
     for event in events:
         lineage.feed(event)
@@ -142,8 +143,10 @@ def test_unarmed_signal_is_ignored_and_kernel_origin_has_no_sender():
 
 def test_signal_without_syscall_is_not_called_kill():
     events = fork(1 * S, 1, 10) + [("signal_generate", 2 * S, 0, 1, 1, (9, 0, 0, "v", 10, 1, 0))]
-    (k,) = run(events, [snap(1, 0, "init")]).kills
+    (k,) = run(events, [snap(1, 0, "init")], opens_traced=True).kills
     assert k.mechanism == "unknown"
+    (light,) = run(events, [snap(1, 0, "init")], precision="light").kills
+    assert light.mechanism == "user_signal" and "kill" in light.mechanism_candidates
 
 
 def test_captured_fixture_end_to_end():
@@ -183,15 +186,37 @@ def test_parent_death_signal_is_sent_by_the_exiting_parent():
 
 def test_reused_tid_is_not_a_parent_death():
     events = fork(1 * S, 1, 10) + exit_(2 * S, 10) + fork(3 * S, 1, 10) + fork(3 * S, 1, 11) + signal(4 * S, 10, 11)
-    (k,) = run(events, [snap(1, 0, "init")]).kills
+    (k,) = run(events, [snap(1, 0, "init")], opens_traced=True).kills
     assert k.mechanism == "unknown"
 
 
-def test_cgroup_kill_is_a_small_write_that_signals():
+def test_cgroup_kill_is_a_send_from_a_process_that_opened_cgroup_kill():
     events = fork(1 * S, 1, 10) + fork(1 * S, 1, 20)
-    events += [("sys_enter_write", 2 * S, 0, 20, 20, {"fd": 3, "buf": 1, "count": 2})] + signal(2 * S + 5, 20, 10)
-    (k,) = run(events, [snap(1, 0, "init")]).kills
+    events += [("sys_enter_openat", 2 * S, 0, 20, 20, {"dfd": 0, "filename": 1, "flags": 1, "mode": 0})]
+    events += signal(2 * S + 5, 20, 10)
+    (k,) = run(events, [snap(1, 0, "init")], opens_traced=True).kills
     assert (k.mechanism, k.origin, k.sender.pid) == ("cgroup_kill", "user", 20)
+    assert "ftrace:sys_enter_openat(cgroup.kill)" in k.evidence
+
+
+def test_without_an_open_of_cgroup_kill_an_si_user_send_is_not_called_cgroup_kill():
+    events = fork(1 * S, 1, 10) + fork(1 * S, 1, 20) + signal(2 * S + 5, 20, 10)
+    (k,) = run(events, [snap(1, 0, "init")], opens_traced=True).kills
+    assert (k.mechanism, k.origin, k.sender.pid) == ("unknown", "user", 20)
+    assert "opened no cgroup.kill" in k.attribution_note
+
+
+def test_where_opens_cannot_be_filtered_cgroup_kill_is_what_no_kill_syscall_leaves():
+    """Syscall precision on a kernel without user-string filters: every kill-family syscall is traced, so an
+    SI_USER send to another process outside them, from a live thread, is cgroup.kill."""
+    events = fork(1 * S, 1, 10) + fork(1 * S, 1, 20) + signal(2 * S + 5, 20, 10)
+    (k,) = run(events, [snap(1, 0, "init")], opens_traced=False).kills
+    assert (k.mechanism, k.sender.pid, k.evidence[-1]) == ("cgroup_kill", 20, "ftrace:no_kill_syscall")
+    (self_sent,) = run(fork(1 * S, 1, 10) + signal(2 * S, 10, 10), [snap(1, 0, "init")]).kills
+    assert self_sent.mechanism == "unknown"  # SIGPIPE and SIGXFSZ come so: never called cgroup.kill
+    (term,) = run(fork(1 * S, 1, 10) + fork(1 * S, 1, 20) + signal(2 * S, 20, 10, sig=15), [snap(1, 0, "init")],
+                  signals=(15,)).kills
+    assert term.mechanism == "unknown"  # cgroup.kill sends SIGKILL only
 
 
 def test_oom_kill_names_the_trigger_never_a_sender():
@@ -221,3 +246,21 @@ def test_ambiguous_rename_is_settled_by_the_known_old_name():
     assert lineage.by_pid[10].comm == "y newcomm=z"
     unknown = run(fork(1 * S, 1, 10) + exec_(1 * S + 1, 10, "/bin/q") + [rename], [snap(1, 0, "init")])
     assert unknown.by_pid[10].comm == "q" and unknown.by_pid[10].notes
+
+
+def test_light_knows_a_cpu_limit_from_the_arm_time_snapshot():
+    """Light precision traces no prlimit: a limit the snapshot saw, inherited through fork, still names it."""
+    limited = dict(snap(10, 1, "batch"), rlimits=[0])
+    events = fork(3 * S, 10, 11) + signal(4 * S, 11, 11, code=128)
+    (k,) = run(events, [snap(1, 0, "init"), limited], precision="light").kills
+    assert (k.mechanism, k.origin, k.sender, k.evidence[-1]) == ("rlimit_cpu", "kernel", None, "snapshot:rlimits")
+    (unlimited,) = run(fork(3 * S, 1, 11) + signal(4 * S, 11, 11, code=128), [snap(1, 0, "init")],
+                       precision="light").kills
+    assert unlimited.mechanism == "kernel" and "rlimit_cpu" in unlimited.mechanism_candidates
+
+
+def test_light_ignores_syscall_events_and_names_families():
+    events = fork(1 * S, 1, 10) + fork(1 * S, 1, 20) + kill(2 * S, 20, 10)
+    (k,) = run(events, [snap(1, 0, "init")], precision="light").kills
+    assert (k.mechanism, k.sender.pid, k.origin) == ("user_signal", 20, "user")
+    assert k.syscall_args is None and not any("sys_enter" in e for e in k.evidence)

@@ -13,7 +13,7 @@ from sigsleuth_fakes import FakeKernel, load_state, make_fake_proc, run_module
 PROCESSES = [
     {"pid": 1, "ppid": 0, "comm": "init", "start_ticks": 1, "exe": "/sbin/init", "argv": ["/sbin/init"], "uid": 0},
     {"pid": 4242, "ppid": 1, "comm": "agent d)", "start_ticks": 500, "exe": "/opt/agent", "argv": ["agent", "-f"],
-     "uid": 1000},
+     "uid": 1000, "cpu_limit": "300"},
 ]
 
 
@@ -47,6 +47,7 @@ def test_take_a_snapshot(kernel, state_dir):
     agent = [entry for entry in entries if entry["pid"] == 4242][0]
     assert agent["ppid"] == 1 and agent["exe"] == "/opt/agent" and agent["argv"] == ["agent", "-f"]
     assert agent["uid"] == 1000 and agent["start_ticks"] == 500
+    assert agent["rlimits"] == [0] and [e for e in entries if e["pid"] == 1][0]["rlimits"] == []  # RLIMIT_CPU
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     section = load_state(state_dir)["snapshot"]
     assert section == {"path": path, "taken_at_ns": result["taken_at_ns"], "count": 2}

@@ -58,11 +58,15 @@ def test_arm_creates_and_configures_the_instance(kernel, state_dir):
     for event in sigsleuth_tracefs.LINEAGE_EVENTS:
         assert kernel.read(path, "events", event, "enable") == "1"
         assert kernel.read(path, "events", event, "filter") == "none"
-    for event in SYSCALLS:
-        assert kernel.read(path, "events", event, "filter") == "sig==9 || sig==15"
-        assert kernel.read(path, "events", event, "enable") == "1"
+    # The light default records nothing whose rate follows ordinary syscalls.
+    for event in sigsleuth_tracefs.SYSCALL_EVENTS:
+        assert kernel.read(path, "events", event, "enable") == "0", event
+    for event in sigsleuth_tracefs.CGROUP_KILL_OPEN_EVENTS:
+        assert kernel.read(path, "events", event, "enable") == "0", event
     assert kernel.read(path, "events", "oom", "mark_victim", "enable") == "1"
+    assert kernel.read(path, "events", "cgroup", "cgroup_attach_task", "enable") == "1"
     assert kernel.read(path, "events", "sched", "sched_switch", "enable") == "0"
+    assert result["precision"] == "light" and result["cgroup_kill_opens"] is False
     # The top-level buffer is never touched.
     assert top_level(kernel) == top_before
 
@@ -79,6 +83,7 @@ def test_arm_creates_and_configures_the_instance(kernel, state_dir):
     assert isinstance(ftrace["armed_at_ns"], int) and ftrace["armed_at_ns"] == result["armed_at_ns"]
     assert isinstance(ftrace["clock_offset_ns"], int)
     assert ftrace["missing_optional_events"] == []
+    assert ftrace["precision"] == "light"
     assert oct(os.stat(state_dir).st_mode & 0o777) == "0o700"
     assert oct(os.stat(os.path.join(state_dir, "state.json")).st_mode & 0o777) == "0o600"
 
@@ -346,3 +351,54 @@ def test_corrupt_state_file_fails_clearly(kernel, state_dir):
         handle.write("{not json")
     result, failed = arm(state_dir)
     assert failed and "cannot read sigsleuth state" in result["msg"]
+
+
+def test_syscall_precision_adds_the_rare_syscall_events(kernel, state_dir, monkeypatch):
+    monkeypatch.setattr(sigsleuth_trace, "user_string_filters", lambda: True)
+    result, failed = arm(state_dir, signals=["KILL", "TERM"], precision="syscall")
+    assert not failed, result
+    assert result["precision"] == "syscall" and result["cgroup_kill_opens"] is True
+    path = kernel.instance()
+    for event in SYSCALLS:
+        assert kernel.read(path, "events", event, "filter") == "sig==9 || sig==15"
+        assert kernel.read(path, "events", event, "enable") == "1"
+    assert kernel.read(path, "events", "syscalls", "sys_exit_kill", "enable") == "1"
+    assert "resource == 0" in kernel.read(path, "events", "syscalls", "sys_enter_prlimit64", "filter")
+    for event in sigsleuth_tracefs.CGROUP_KILL_OPEN_EVENTS:
+        assert kernel.read(path, "events", event, "filter") == 'filename.ustring ~ "*/cgroup.kill"'
+        assert kernel.read(path, "events", event, "enable") == "1"
+    assert load_state(state_dir)["ftrace"]["precision"] == "syscall"
+    result, failed = arm(state_dir, signals=["KILL", "TERM"], precision="syscall")
+    assert not failed and result["changed"] is False
+
+
+def test_changing_precision_updates_the_instance_in_place(kernel, state_dir, monkeypatch):
+    monkeypatch.setattr(sigsleuth_trace, "user_string_filters", lambda: False)
+    arm(state_dir, precision="syscall")
+    path = kernel.instance()
+    assert kernel.read(path, "events", "syscalls", "sys_enter_kill", "enable") == "1"
+    assert kernel.read(path, "events", "syscalls", "sys_enter_openat", "enable") == "0"  # no user-string filters
+    kernel.writes.clear()
+    result, failed = arm(state_dir, precision="light")
+    assert not failed and result["changed"] is True
+    assert os.path.isdir(path) and not any(path_.endswith("tracing_on") for path_, _ in kernel.writes)
+    for event in SYSCALLS:
+        assert kernel.read(path, "events", event, "enable") == "0"
+        assert kernel.read(path, "events", event, "filter") == "none"
+    # Disabled first, then the filter cleared: never a moment of unfiltered recording.
+    order = [written for written, _ in kernel.writes if "sys_enter_kill/" in written]
+    assert order == ["instances/sigsleuth/events/syscalls/sys_enter_kill/enable",
+                     "instances/sigsleuth/events/syscalls/sys_enter_kill/filter"], kernel.writes
+    assert load_state(state_dir)["ftrace"]["precision"] == "light"
+
+
+def test_syscall_precision_without_syscall_events_falls_back_to_light(tmp_path, state_dir):
+    events = [event for event in sigsleuth_tracefs.REQUIRED_EVENTS + ("oom/mark_victim",)]
+    kernel = FakeKernel(tmp_path, events=events)
+    warnings = []
+    with kernel.patched(sigsleuth_trace), \
+            mock.patch.object(sigsleuth_trace.AnsibleModule, "warn", lambda self, text: warnings.append(text)):
+        result, failed = arm(state_dir, precision="syscall")
+    assert not failed, result
+    assert result["precision"] == "light"
+    assert any("armed with light precision" in w and "syscalls:sys_enter_kill" in w for w in warnings), warnings

@@ -55,9 +55,21 @@ def test_desired_settings():
     assert desired["options"] == {"record-tgid": "1", "overwrite": "1"}
     assert desired["tracing_on"] == "1"
     assert desired["events"]["signal/signal_generate"] == {"enable": "1", "filter": "sig==9 || sig==15"}
-    assert desired["events"]["syscalls/sys_enter_tgkill"]["filter"] == "sig==9 || sig==15"
+    assert desired["events"]["syscalls/sys_enter_tgkill"] == {"enable": "0", "filter": "none"}  # light
     assert desired["events"]["sched/sched_process_exit"] == {"enable": "1", "filter": "none"}
     assert "oom/mark_victim" not in desired["events"]
+    precise = tracefs.desired_settings([15, 9], 4096, precision="syscall", opens=True)
+    assert precise["events"]["syscalls/sys_enter_tgkill"] == {"enable": "1", "filter": "sig==9 || sig==15"}
+    assert precise["events"]["syscalls/sys_exit_tgkill"] == {"enable": "1", "filter": "none"}
+    assert precise["events"]["syscalls/sys_enter_openat"]["filter"] == 'filename.ustring ~ "*/cgroup.kill"'
+    assert tracefs.desired_settings([9], precision="syscall")["events"]["syscalls/sys_enter_openat"]["enable"] == "0"
+
+
+def test_user_string_filters_since_5_17():
+    assert tracefs.user_string_filters("6.18.44-fc")
+    assert tracefs.user_string_filters("5.17.0")
+    assert not tracefs.user_string_filters("5.15.0-91-generic")
+    assert not tracefs.user_string_filters("4.18.0-513.el8.x86_64")
 
 
 def test_buffer_size_rounding_is_not_a_change():
