@@ -27,8 +27,8 @@ NEWTASK = "task_newtask"
 RENAME = "task_rename"
 MARK_VICTIM = "mark_victim"
 CGROUP_ATTACH = "cgroup_attach_task"
-# Syscalls whose entry is evidence for how a signal came about: small writes (cgroup.kill) and CPU limits.
-EVIDENCE_SYSCALLS = ("write", "prlimit64", "setrlimit")
+# Syscalls whose entry is evidence for how a signal came about: CPU limits, and opens of cgroup.kill (filtered).
+EVIDENCE_SYSCALLS = ("prlimit64", "setrlimit", "openat", "open", "openat2")
 
 # A record header: TASK-TID (TGID) [CPU] FLAGS SECONDS.MICROS: EVENT. The kernel prints TASK with "%16s" and a
 # task name has at most 15 bytes, so TASK is exactly 16 bytes in a well-formed line; matching starts at the "-"
