@@ -82,6 +82,17 @@ options:
         O(installed_now=true) it reports what it would do once auditd is installed.
     type: bool
     default: false
+  join_running:
+    description:
+      - Arm only where auditd already runs with audit enabled, and then only add and later remove sigsleuth's
+        rules; never install, start or enable audit, nor change its backlog limit. Where audit is off (which
+        keeps the host fast, as with audit enabled every syscall of every new task goes through audit), or
+        auditd is not installed or not running, or the configuration is locked, nothing is armed, the reason
+        is recorded for M(sigsleuth.sigsleuth.sigsleuth_facts) and returned in RV(not_armed_reason), and the
+        module does not fail.
+      - The role's default (audit not in C(sigsleuth_sources)) arms audit this way.
+    type: bool
+    default: false
   backlog_limit:
     description:
       - Raise the kernel audit backlog limit to at least this many records while armed (restored at disarm).
@@ -153,12 +164,26 @@ EXAMPLES = r"""
     signals: [KILL]
     installed_now: "{{ auditd_package is changed }}"
 
+- name: Add sigsleuth's rules only where auditd already runs with audit enabled
+  sigsleuth_audit:
+    signals: [KILL]
+    join_running: true
+
 - name: Disarm
   sigsleuth_audit:
     state: absent
 """
 
 RETURN = r"""
+armed:
+  description: Whether sigsleuth's audit rules are armed (false only with O(join_running), where audit cannot be joined).
+  returned: when state=present
+  type: bool
+not_armed_reason:
+  description: With O(join_running), why audit was not armed on this host.
+  returned: when state=present and audit was not armed
+  type: str
+  sample: "audit is off on this host (auditctl -s: enabled 0) ..."
 rules:
   description:
     - sigsleuth's rules after the run (in check mode, what they would be), as C(auditctl -l) prints them.
@@ -253,7 +278,9 @@ msg:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sigsleuth_audit_arming import observe_audit, plan_arm, plan_disarm
+from ansible.module_utils.sigsleuth_audit_arming import (
+    join_refusal, observe_audit, plan_arm, plan_disarm, plan_not_armed,
+)
 from ansible.module_utils.sigsleuth_audit_rules import build_rules, supported_abis, syscall_table
 from ansible.module_utils.sigsleuth_command import (
     REASON_AUDITD_MISSING, REASON_NOT_ROOT, ModuleRunner, SigsleuthError, fail_from,
@@ -277,6 +304,7 @@ def build_module():
             fork=dict(type="bool", default=False),
             persist=dict(type="bool", default=False),
             installed_now=dict(type="bool", default=False),
+            join_running=dict(type="bool", default=False),
             backlog_limit=dict(type="int", default=8192),
             state_dir=dict(type="path", default=STATE_DIR),
             auditd_conf=dict(type="path", default=AUDITD_CONF),
@@ -313,8 +341,11 @@ def arm(module, store, section):
     run = ModuleRunner(module)
     signals, abis, rules = wanted_rules(module, run)
     persist_file = PATHS["rules_file"] if params["persist"] else None
-    txn = Transaction(module, signals=signals, abis=abis, persist_file=persist_file,
+    txn = Transaction(module, signals=signals, abis=abis, persist_file=persist_file, armed=True,
                       installed_auditd=bool((section or {}).get("installed_auditd") or params["installed_now"]))
+    armed_before = bool(section) and section.get("armed", True)
+    if params["join_running"] and not armed_before:
+        join(module, txn, store, section, run)
     if not auditctl_installed(module):
         if not (module.check_mode and params["installed_now"]):
             module.fail_json(msg="auditd is not installed (no auditctl): install the audit package (the role does, "
@@ -334,6 +365,19 @@ def arm(module, store, section):
     txn.run(lambda done: "armed audit for %s: %d rules loaded (%d added, %d removed)%s" % (
         ", ".join(signal_name(number) for number in signals), len(rules), len(done.result["rules_added"]),
         len(done.result["rules_removed"]), "; started auditd" if "start auditd" in done.descriptions() else ""))
+
+
+def join(module, txn, store, section, run):
+    """Join mode: arm only where auditd already runs with audit enabled; else record why not, and exit."""
+    observed = None
+    if auditctl_installed(module):
+        try:
+            observed = observe_audit(run, PATHS["rules_file"])
+        except SigsleuthError as exc:
+            fail_from(module, exc)
+    why = join_refusal(observed)
+    if why:
+        plan_not_armed(txn, store, section, why)
 
 
 def disarm(module, store, data, section):

@@ -73,6 +73,7 @@ class ArmPlan:
 
     def __init__(self, observed, rules, params, section, installed_now):
         status = observed.status
+        join = params.get("join_running")
         wanted = {rule_identity(rule) for rule in rules}
         present = {rule_identity(rule) for rule in observed.ours}
         self.rules = rules
@@ -82,12 +83,13 @@ class ArmPlan:
         if installed_now and status["running"]:
             # A fresh install on a systemd host starts auditd by itself: then the install started it.
             self.section.update(started_auditd=True, auditd_pid=status["pid"], enabled_before=0)
-        self.start = not status["running"]
+        # Joining an auditd that runs already: its daemon, enabled state and backlog are the host's own.
+        self.start = not join and not status["running"]
         self.enabled_before = self.section.get("enabled_before", status["enabled"])
-        self.enable = not self.start and status["enabled"] == 0
+        self.enable = not join and not self.start and status["enabled"] == 0
         before = status.get("backlog_limit")
         self.backlog_before = before if isinstance(before, int) else None
-        self.raise_backlog = bool(params["backlog_limit"]) and self.backlog_before is not None \
+        self.raise_backlog = not join and bool(params["backlog_limit"]) and self.backlog_before is not None \
             and self.backlog_before < params["backlog_limit"]
         self.persist_text = rules_file_text(rules) if params["persist"] else None
         self.write_file = params["persist"] and observed.rules_file_text != self.persist_text
@@ -161,7 +163,8 @@ def _plan_arm_steps(txn, store, run, observed, plan, record, params, previous, p
         section["enabled_set_by_us"] = True
         save()
         return None
-    txn.add("enable audit", enable, lambda: run(["auditctl", "-e", "0"]), quiet=not plan.enable)
+    if plan.start or plan.enable:
+        txn.add("enable audit", enable, lambda: run(["auditctl", "-e", "0"]), quiet=not plan.enable)
     if plan.raise_backlog:
         limit = params["backlog_limit"]
 
@@ -239,6 +242,32 @@ def _restore(store, previous):
         store.put(SECTION_AUDIT, previous)
     else:
         store.drop(SECTION_AUDIT)
+
+
+def join_refusal(observed):
+    """Why an auditd that already runs cannot simply be joined (observed None: not installed), else None."""
+    if observed is None:
+        return "auditd is not installed on this host"
+    status = observed.status
+    if status["locked"]:
+        return locked_message("sigsleuth's rules cannot be added")
+    if status["enabled"] == 0:
+        return ("audit is off on this host (auditctl -s: enabled 0): turning it on costs up to 2x on syscall-heavy "
+                "work, so it is left off; list audit in sigsleuth_sources to arm it anyway")
+    if not status["running"]:
+        return "auditd is not running on this host; list audit in sigsleuth_sources to start it"
+    return None
+
+
+def plan_not_armed(txn, store, section, why):
+    """Join mode where audit cannot be joined: record why (collect reports it) and change nothing else."""
+    record = {"armed": False, "join_running": True, "reason": why}
+    txn.result.update(armed=False, not_armed_reason=why, rules=[], rules_added=[], rules_removed=[],
+                      started_auditd=False, diff=dict(before="", after=""))
+    if section == record:
+        txn.exit_unchanged("audit not armed: %s" % why)
+    txn.add("record why audit is not armed", lambda: store.put(SECTION_AUDIT, record), quiet=True)
+    txn.run("audit not armed: %s" % why, "would record that audit is not armed: %s" % why)
 
 
 # ---------------------------------------------------------------- disarm

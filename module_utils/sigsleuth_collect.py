@@ -43,7 +43,7 @@ def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, au
     ftrace, audit, snapshot = (sections.get(name) for name in (SECTION_FTRACE, SECTION_AUDIT, SECTION_SNAPSHOT))
     offset_now = clock_offset_ns()
     losses = Losses()
-    if ftrace is None and audit is None:
+    if ftrace is None and (audit is None or audit.get("armed") is False):
         reason = REBOOTED if state and sections is not state else NOT_ARMED
         sources = {"ftrace": not_armed(reason), "audit": not_armed(reason)}
         return build_report(host, None, collected_at_ns, (), sources, [], Clock(offset_now), losses)
@@ -105,7 +105,9 @@ def _read_trace(lineage, section, clock, loss, trace_file):
 def _read_audit(lineage, section, offset_arm, losses, traced, audit_log, run):
     """Stream the audit log: enrich the traced kills, or (no usable trace) build the lineage from it."""
     if section is None:
-        return not_armed("not armed")
+        return not_armed("not armed (sigsleuth_sources leaves audit out, and sigsleuth_audit_where_running is off)")
+    if section.get("armed") is False:
+        return not_armed(section.get("reason") or "not armed")
     status = status_error = None
     try:
         status = audit_status(**({} if run is None else {"run": run}))

@@ -17,7 +17,7 @@ from ansible.module_utils.sigsleuth_lineage import RESULTS
 from ansible.module_utils.sigsleuth_loss import kill_gaps
 from ansible.module_utils.sigsleuth_vocabulary import SOURCE_AUDIT, signal_name
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 # What audit alone never records: these kills are missing from an audit-only report, not "unknown".
 AUDIT_BLIND_SPOTS = ("audit alone records kill-family syscalls only: kills by cgroup.kill, the OOM killer, "
                      "parent-death signals and CPU-time limits leave no audit record and are missing from this "

@@ -375,3 +375,43 @@ def test_build_module_factory():
             module = sigsleuth_audit.build_module()
     assert module.params["exec"] is True and module.params["fork"] is False and module.params["persist"] is False
     assert module.params["installed_now"] is False and module.params["state_dir"] == "/var/lib/sigsleuth"
+
+
+def test_join_leaves_audit_off_where_it_is_off(env):
+    """The light default never turns audit on: that alone costs up to 2x on syscall-heavy work."""
+    result, failed = arm(env, join_running=True)
+    assert not failed, result
+    assert result["armed"] is False and "audit is off" in result["not_armed_reason"]
+    assert env.mutations() == [] and env.pid == 0 and env.enabled == 0
+    section = load_state(env.args["state_dir"])["audit"]
+    assert section == {"armed": False, "join_running": True, "reason": result["not_armed_reason"]}
+    again, _ = arm(env, join_running=True)
+    assert again["changed"] is False
+    result, failed = disarm(env)
+    assert not failed and not os.path.exists(env.args["state_dir"]) and env.mutations() == []
+
+
+def test_join_adds_only_our_rules_where_auditd_runs(env):
+    env.rules = [USER_WATCH, USER_RULE]
+    env.pid, env.enabled, env.backlog_limit = 812, 1, 64
+    result, failed = arm(env, join_running=True)
+    assert not failed and result["armed"] is True and result["changed"] is True
+    assert env.rules == [USER_WATCH, USER_RULE] + expected_rules()
+    assert (env.pid, env.enabled, env.backlog_limit) == (812, 1, 64)  # the host's own settings, untouched
+    assert not any(argv[:2] in (["auditctl", "-b"], ["auditctl", "-e"]) for argv in env.mutations())
+    assert arm(env, join_running=True)[0]["changed"] is False
+    result, failed = disarm(env)
+    assert not failed and env.rules == [USER_WATCH, USER_RULE] and (env.pid, env.enabled) == (812, 1)
+
+
+@pytest.mark.parametrize("setup, words", [
+    (dict(installed=False), "not installed"),
+    (dict(enabled=2, pid=812), "locked"),
+    (dict(enabled=1, pid=0), "not running"),
+])
+def test_join_says_why_it_cannot_join(env, setup, words):
+    for name, value in setup.items():
+        setattr(env, name, value)
+    result, failed = arm(env, join_running=True)
+    assert not failed and result["armed"] is False and words in result["not_armed_reason"], result
+    assert env.mutations() == []
