@@ -9,14 +9,14 @@ import os
 import socket
 import time
 
-from ansible.module_utils.sigsleuth_audit_lineage import feed_audit_lineage
+from ansible.module_utils.sigsleuth_audit_lineage import AuditLineage, feed_audit_lineage
 from ansible.module_utils.sigsleuth_audit_log import AuditStats, iter_audit_events
 from ansible.module_utils.sigsleuth_auditd import audit_status
 from ansible.module_utils.sigsleuth_clock import Clock, boot_ns, clock_offset_ns, clock_step
 from ansible.module_utils.sigsleuth_command import SigsleuthError
 from ansible.module_utils.sigsleuth_lineage import Lineage
 from ansible.module_utils.sigsleuth_loss import Losses, audit_loss, ftrace_loss
-from ansible.module_utils.sigsleuth_merge import enrich_with_audit
+from ansible.module_utils.sigsleuth_merge import AuditWitness, bridge_trace_loss
 from ansible.module_utils.sigsleuth_procfs import iter_snapshot, memory_hierarchy, settle_liveness
 from ansible.module_utils.sigsleuth_report import (
     audit_source, build_report, clock_source, ftrace_source, not_armed, snapshot_source,
@@ -58,7 +58,7 @@ def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, au
                       opens_traced=(ftrace or {}).get("cgroup_kill_opens", False))
     sources = {"snapshot": _read_snapshot(lineage, snapshot, clock)}
     sources["ftrace"], traced = _read_trace(lineage, ftrace, clock, losses.ftrace, trace_file)
-    sources["audit"] = _read_audit(lineage, audit, offset_arm, losses, traced, audit_log, audit_run)
+    sources["audit"] = _read_audit(lineage, audit, offset_arm, losses, traced, audit_log, audit_run, snapshot)
     losses.clock_step = clock_step(offset_arm, offset_now)
     sources["clock"] = clock_source((ftrace or {}).get("clock"), offset_arm, offset_now, losses.clock_step)
     settle_liveness([member for kill in lineage.kills for member in kill.members()], proc)
@@ -102,7 +102,30 @@ def _read_trace(lineage, section, clock, loss, trace_file):
     return ftrace_source(section, stats, per_cpu, loss, clock, error), error is None
 
 
-def _read_audit(lineage, section, offset_arm, losses, traced, audit_log, run):
+def _witness_and_bridge(lineage, events, offset_arm, losses, snapshot):
+    """Combined mode, in one pass over the audit log: audit's facts onto the traced kills, and audit's own
+    lineage (seeded with the same snapshot) for the kills and ancestors the trace lost. Returns how many
+    kills only audit saw."""
+    witness = AuditWitness(lineage, offset_arm, losses.trace_until_ns)
+    own = AuditLineage(Lineage(lineage.signals, snapshot_time_ns=lineage.snapshot_time_ns,
+                               memory_hierarchy=lineage.memory_hierarchy, serials=lineage.serials), offset_arm)
+    if snapshot is not None:
+        try:
+            own.lineage.add_snapshot(iter_snapshot(snapshot["path"]))
+        except OSError:
+            pass  # the snapshot source already says it could not be read
+    for event in events:
+        witness.feed(event)
+        if event.success:
+            own.feed(event)
+    own.flush()
+    matches = witness.finish()
+    added, _ = bridge_trace_loss(lineage, own.lineage, matches, witness.unmatched)
+    losses.audit_bridged = True
+    return added
+
+
+def _read_audit(lineage, section, offset_arm, losses, traced, audit_log, run, snapshot):
     """Stream the audit log: enrich the traced kills, or (no usable trace) build the lineage from it."""
     if section is None:
         return not_armed("not armed (sigsleuth_sources leaves audit out, and sigsleuth_audit_where_running is off)")
@@ -119,7 +142,7 @@ def _read_audit(lineage, section, offset_arm, losses, traced, audit_log, run):
     only_audit_saw = None
     try:
         if traced:
-            only_audit_saw = enrich_with_audit(lineage, events, offset_arm, losses.trace_until_ns)
+            only_audit_saw = _witness_and_bridge(lineage, events, offset_arm, losses, snapshot)
         else:
             feed_audit_lineage(lineage, events, offset_arm)
     except (OSError, ValueError) as exc:

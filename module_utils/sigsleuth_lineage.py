@@ -100,6 +100,7 @@ class Kill:
         "ts_ns", "signal", "code", "errno", "result", "group", "sender", "sender_tid", "victim", "victim_tid",
         "ancestry", "mechanism", "origin", "evidence", "count", "syscall_args", "notes", "sender_at_kill",
         "trigger", "oom", "audit", "audit_facts", "send", "attribution_note", "mechanism_candidates",
+        "trace_missed",
     )
 
     def __init__(self, **fields):
@@ -124,9 +125,10 @@ class Lineage:
     """
 
     def __init__(self, signals, snapshot_time_ns=None, memory_hierarchy=None, precision="light",
-                 opens_traced=False):
+                 opens_traced=False, serials=None):
         """precision: "syscall" when kill-family syscalls and CPU-time limits were traced (their events are
-        ignored otherwise, as a light arm would not have them); opens_traced: opens of cgroup.kill too."""
+        ignored otherwise, as a light arm would not have them); opens_traced: opens of cgroup.kill too; serials:
+        another lineage's incarnation counter, so that the two lineages' ProcessKeys never collide."""
         self.signals = frozenset(signals)
         self.syscalls_traced = precision == "syscall"
         self.opens_traced = self.syscalls_traced and opens_traced
@@ -137,7 +139,7 @@ class Lineage:
         self.clone_flags = {}     # new tid -> clone flags, from task_newtask until its fork event
         self.evidence = EvidenceWindow()
         self.kills = []
-        self._serials = itertools.count(1)
+        self.serials = serials if serials is not None else itertools.count(1)
         self._last_kill = {}      # (victim key, signal) -> Kill, to fold repeated sends
         self.recently_exited = collections.OrderedDict()  # pid -> exited Process, the newest few: a zombie holds its pid
         self._handlers = {
@@ -161,7 +163,7 @@ class Lineage:
 
     def new_process(self, pid, start_ns, parent, comm, exe, source, known_since_ns):
         """A new incarnation of pid, linked to its parent and indexed as the pid's current one."""
-        proc = Process(ProcessKey(pid, start_ns, next(self._serials)), parent, comm, exe, source, known_since_ns)
+        proc = Process(ProcessKey(pid, start_ns, next(self.serials)), parent, comm, exe, source, known_since_ns)
         if parent is not None:
             parent.live_children += 1
         self.by_pid[pid] = proc

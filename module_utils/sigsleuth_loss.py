@@ -57,6 +57,7 @@ class Losses:
         self.ftrace = SourceLoss(SOURCE_FTRACE)
         self.audit = SourceLoss(SOURCE_AUDIT)
         self.clock_step = None  # the statement in sources.clock.step, or None
+        self.audit_bridged = False  # audit's own lineage was asked where the trace's lost events
 
     @property
     def trace_until_ns(self):
@@ -154,8 +155,13 @@ def kill_gaps(kill, losses, clock):
     chain = ([kill.sender] if kill.sender is not None else []) + [ancestor.process for ancestor in kill.ancestry]
     top = chain[-1] if chain else None
     trace = losses.ftrace
+    if kill.trace_missed:
+        say("the trace lost this send (%s): sender, target and ancestry come from audit alone" % trace.pointer(clock)
+            if trace else "only audit recorded this send: the trace has no signal_generate for it")
     if top is not None and top.source == SOURCE_UNSEEN:
         why = trace.pointer(clock) if trace else "it started before arming and was not in the arm-time snapshot"
+        if trace and losses.audit_bridged:
+            why += ", and audit recorded no fork or exec that names it"
         say("parent of %s unknown: %s" % (_name(top), why))
     elif top is not None and top.parent is None and top.pid != 1 and top.ppid_hint:
         say("parent of %s unknown: its parent pid %d at arm time was not in the snapshot"
