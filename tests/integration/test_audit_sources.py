@@ -33,6 +33,7 @@ from sigsleuth_support import (
 )
 
 AUDIT_ONLY = ["-e", json.dumps({"sigsleuth_sources": ["audit"]})]
+WITH_AUDIT = ["-e", json.dumps({"sigsleuth_sources": ["ftrace", "audit"]})]
 # A user's own rule, which must survive arm and disarm byte for byte (its place in the list included).
 USER_RULE = ["-w", "/etc/hosts", "-p", "wa", "-k", "userwatch"]
 # The staged processes' login uid (as if a user had logged in): audit's auid, and a fresh session id.
@@ -450,14 +451,18 @@ def test_audit_only_attributes_the_scenarios(audit_found, login_sessions, scenar
 
 
 def test_combined_attributes_the_scenarios(audit_found, login_sessions, scenarios, collect):
-    """ftrace and audit, auditd found running: ftrace's lineage, exits and thread ids, audit's identity facts
-    and syscall; a second arm changes nothing; disarm leaves auditd running and the user's rules as found."""
+    """The default arm where auditd is found running with audit enabled joins it: ftrace's lineage, exits and
+    thread ids, audit's identity facts and syscall; a second arm changes nothing; disarm leaves auditd
+    running, its settings and the user's rules as found."""
     found_rules = audit_found(running=True)
     auditd_pid = int(auditctl("-s").split("pid ")[1].split()[0])
+    status_before = audit_settings()
     staged = stage_all(scenarios, login_sessions)
 
     first = run_playbook("arm.yml")
     assert first.host()["changed"] > 0, first.output()
+    assert "audit armed (auditd already runs with audit enabled" in first.stdout, first.output()
+    assert audit_settings() == status_before, "joining auditd changed its settings"
     rules = audit_rules()
     assert rules.startswith(found_rules), "the user's rule moved or changed:\n%s" % rules
     ours = rules[len(found_rules):]
@@ -493,7 +498,7 @@ def test_tracefs_unusable_falls_back_to_audit_alone(audit_found, login_sessions,
     assert audit_rules() == found_rules and not os.path.exists(STATE_DIR)
 
     scenario, identity = stage(scenarios, login_sessions, "bash-builtin", "now")
-    first = run_playbook("arm.yml", "-e", nowhere)
+    first = run_playbook("arm.yml", "-e", nowhere, *WITH_AUDIT)
     assert first.host()["failed"] == 0, first.output()
     assert "WARNING" in first.stdout and "falling back to audit alone" in first.stdout, first.output()
     assert "cannot mount tracefs" in first.stdout
@@ -501,7 +506,7 @@ def test_tracefs_unusable_falls_back_to_audit_alone(audit_found, login_sessions,
     with open(os.path.join(STATE_DIR, "state.json")) as handle:
         state = json.load(handle)
     assert "ftrace" not in state and state["audit"]["fork"] is True and "snapshot" in state, state
-    second = run_playbook("arm.yml", "-e", nowhere)
+    second = run_playbook("arm.yml", "-e", nowhere, *WITH_AUDIT)
     assert second.host()["changed"] == 0 and second.host()["failed"] == 0, second.output()
 
     scenario.trigger()
@@ -519,6 +524,45 @@ def test_locked_audit_fails_the_host_and_keeps_ftrace(audit_found, tmp_path):
     the test): the audit part fails with the module's message, ftrace and the snapshot stay armed, the host
     fails at the end of arm, and disarm takes the rest down."""
     found_rules = audit_found(running=False)
+    path = locked_auditctl(tmp_path)
+    run = run_playbook("arm.yml", *WITH_AUDIT, expect_rc=2, env={"PATH": path})
+    assert run.host()["failed"] == 1, run.output()
+    assert "could not arm the audit source" in run.stdout and "locked" in run.stdout, run.output()
+    assert "ftrace and the process snapshot are armed" in run.stdout, run.output()
+    assert any(INSTANCE in (names or []) for names in tracefs_instances().values()), "ftrace is not armed"
+    with open(os.path.join(STATE_DIR, "state.json")) as handle:
+        state = json.load(handle)
+    assert "ftrace" in state and "snapshot" in state and "audit" not in state, state
+    assert audit_rules() == found_rules, "rules changed on a locked host:\n%s" % audit_rules()
+    assert not auditd_running(), "auditd was started on a locked host"
+
+
+def test_default_arm_leaves_audit_off_where_it_is_off(audit_found, scenarios, collect):
+    """Audit found stopped and off: the default arm does not turn it on (that alone costs up to 2x on
+    syscall-heavy work), says so, and the report says audit was not armed and why."""
+    found_rules = audit_found(running=False)
+    settings = audit_settings()
+    run = run_playbook("arm.yml")
+    assert "audit not armed: audit is off on this host" in run.stdout, run.output()
+    assert not auditd_running() and audit_rules() == found_rules and audit_settings() == settings
+    report = collect()
+    audit = report["sources"]["audit"]
+    assert audit["armed"] is False and "audit is off" in audit["reason"], audit
+    assert report["sources"]["ftrace"]["armed"] is True and report["sources"]["ftrace"]["precision"] == "light"
+
+
+def test_default_arm_on_a_locked_audit_arms_ftrace_and_says_why_not_audit(audit_found, tmp_path, collect):
+    audit_found(running=False)
+    path = locked_auditctl(tmp_path)
+    run = run_playbook("arm.yml", env={"PATH": path})
+    assert run.host()["failed"] == 0, run.output()
+    assert "audit not armed" in run.stdout and "locked" in run.stdout, run.output()
+    report = collect()
+    assert report["sources"]["audit"]["armed"] is False and "locked" in report["sources"]["audit"]["reason"]
+
+
+def locked_auditctl(tmp_path):
+    """A PATH whose auditctl answers as on a host whose audit configuration is locked (-e 2)."""
     fake = tmp_path / "bin"
     fake.mkdir()
     real = auditctl_path()
@@ -531,15 +575,10 @@ def test_locked_audit_fails_the_host_and_keeps_ftrace(audit_found, tmp_path):
         '  *) echo "Error sending add rule data request (Operation not permitted)" >&2; exit 1 ;;\n'
         "esac\n" % (real, real))
     (fake / "auditctl").chmod(0o755)
-    path = "%s:%s" % (fake, os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
+    return "%s:%s" % (fake, os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
 
-    run = run_playbook("arm.yml", expect_rc=2, env={"PATH": path})
-    assert run.host()["failed"] == 1, run.output()
-    assert "could not arm the audit source" in run.stdout and "locked" in run.stdout, run.output()
-    assert "ftrace and the process snapshot are armed" in run.stdout, run.output()
-    assert any(INSTANCE in (names or []) for names in tracefs_instances().values()), "ftrace is not armed"
-    with open(os.path.join(STATE_DIR, "state.json")) as handle:
-        state = json.load(handle)
-    assert "ftrace" in state and "snapshot" in state and "audit" not in state, state
-    assert audit_rules() == found_rules, "rules changed on a locked host:\n%s" % audit_rules()
-    assert not auditd_running(), "auditd was started on a locked host"
+
+def audit_settings():
+    """What joining must leave as it is: enabled, the daemon's pid, the backlog and rate limits."""
+    return {key: value for key, value in audit_status().items()
+            if key in ("enabled", "pid", "backlog_limit", "rate_limit", "failure")}

@@ -37,7 +37,14 @@ from sigsleuth_support import (
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "ftrace")
 ARM_TASKS = os.path.join(ROOT, "roles", "sigsleuth", "tasks", "arm.yml")
-MODES = [("ftrace",), ("ftrace", "audit"), ("audit",)]
+# (sources, precision): each precision with ftrace alone and with audit; audit alone has no precision.
+MODES = [(("ftrace",), "light"), (("ftrace",), "syscall"), (("ftrace", "audit"), "light"),
+         (("ftrace", "audit"), "syscall"), (("audit",), None)]
+
+
+def mode_id(mode):
+    sources, precision = mode
+    return "+".join(sources) + ("-" + precision if precision else "")
 # Clock conversion and scheduling slack around a case's window.
 SLACK_NS = 50_000_000
 # What the engine still gets wrong, by (mode, case) -> what the report says instead; applied as a strict xfail, so
@@ -58,8 +65,9 @@ def iso(realtime_ns):
 
 
 class Cycle:
-    def __init__(self, mode):
+    def __init__(self, mode, precision):
         self.mode = mode
+        self.precision = precision
         self.report = None
         self.truths = {}
         self.cleanup_problems = []
@@ -67,32 +75,34 @@ class Cycle:
         self.cgroups = []
 
 
-@pytest.fixture(scope="module", params=MODES, ids=["+".join(m) for m in MODES])
+@pytest.fixture(scope="module", params=MODES, ids=[mode_id(m) for m in MODES])
 def cycle(request, host_baseline, report_schema, tmp_path_factory):
     """Stage every case under one arming in this mode; yields the report and the truths (host clean again)."""
-    mode = request.param
+    mode, precision = request.param
     missing = [source for source in mode if not role_arms(source)]
     if missing:
         pytest.skip("the role does not arm %s yet (roles/sigsleuth/tasks/arm.yml)" % ", ".join(missing))
-    workdir = tmp_path_factory.mktemp("forensics-" + "-".join(mode))
+    workdir = tmp_path_factory.mktemp("forensics-" + mode_id(request.param))
     stage = Stage(str(workdir))
-    result = Cycle(mode)
+    result = Cycle(mode, precision or "syscall")
+    extra = {"sigsleuth_signals": ARMED_SIGNALS, "sigsleuth_sources": list(mode)}
+    if precision:
+        extra["sigsleuth_precision"] = precision
     armed = False
     with child_subreaper():
         try:
             prepared = prepare_cases(stage)
             armed = True
-            run_playbook("arm.yml", "-e", json.dumps({"sigsleuth_signals": ARMED_SIGNALS,
-                                                      "sigsleuth_sources": list(mode)}))
+            run_playbook("arm.yml", "-e", json.dumps(extra))
             with open(os.path.join(STATE_DIR, "state.json")) as handle:
                 state = json.load(handle)
             result.truths = run_cases(stage, prepared)
             time.sleep(0.2)  # let the last exits reach the buffer
             if "ftrace" in mode:
                 result.trace_path = save_trace(state, str(workdir))
-                if os.environ.get("SIGSLEUTH_CAPTURE_FIXTURES") and mode == ("ftrace",):
+                if os.environ.get("SIGSLEUTH_CAPTURE_FIXTURES") and request.param == (("ftrace",), "syscall"):
                     capture_fixtures(result.trace_path, state, result.truths)
-            result.report = collect(str(workdir / "reports"), report_schema, keep_as="-".join(mode),
+            result.report = collect(str(workdir / "reports"), report_schema, keep_as=mode_id(request.param),
                                     trace_path=result.trace_path, truths=result.truths)
         finally:
             if armed:
@@ -105,7 +115,7 @@ def cycle(request, host_baseline, report_schema, tmp_path_factory):
     result.cleanup_problems += ["process left: %d" % pid for pid in token_holders(stage.token)]
     result.cleanup_problems += ["cgroup left: %s" % path for path in result.cgroups if os.path.exists(path)]
     try:
-        assert_no_residue(host_baseline, "after the %s cycle" % "+".join(mode))
+        assert_no_residue(host_baseline, "after the %s cycle" % mode_id(request.param))
     except AssertionError as exc:
         result.cleanup_problems.append(str(exc))
     yield result
@@ -208,6 +218,7 @@ def capture_fixtures(trace_path, state, truths):
         with open(base + ".trace", "wb") as handle:
             handle.write(trace_slice(trace_path, t0 - 1_000_000, t1 + SLACK_NS))
         fixture = dict(truth, signals=ARMED_SIGNALS, clock_offset_ns=state["ftrace"]["clock_offset_ns"],
+                       cgroup_kill_opens=state["ftrace"].get("cgroup_kill_opens", False),
                        memory_hierarchy=memory_hierarchy(),
                        snapshot_time_ns=state["snapshot"]["taken_at_ns"] - state["ftrace"]["clock_offset_ns"],
                        snapshot=snapshot_closure(state, pids))
@@ -219,7 +230,7 @@ def capture_fixtures(trace_path, state, truths):
 # ---------------------------------------------------------------- the tests
 
 def known_wrong(request, cycle, what):
-    reason = KNOWN_WRONG.get(("+".join(cycle.mode), what))
+    reason = KNOWN_WRONG.get((mode_id((cycle.mode, cycle.precision if "ftrace" in cycle.mode else None)), what))
     if reason:
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
@@ -229,9 +240,10 @@ def test_kill_is_attributed(request, cycle, case):
     known_wrong(request, cycle, case)
     truth = cycle.truths[case]
     t0, t1 = truth["window"]["real_ns"]
-    problems = check_case(cycle.report["kills"], truth, cycle.mode, (iso(t0 - SLACK_NS), iso(t1 + SLACK_NS)))
-    assert not problems, "%d problem(s) with case %s in mode %s:\n%s\n(trace copy: %s)" % (
-        len(problems), case, "+".join(cycle.mode), "\n".join(problems), cycle.trace_path)
+    problems = check_case(cycle.report["kills"], truth, cycle.mode, (iso(t0 - SLACK_NS), iso(t1 + SLACK_NS)),
+                          cycle.precision)
+    assert not problems, "%d problem(s) with case %s in mode %s (%s precision):\n%s\n(trace copy: %s)" % (
+        len(problems), case, "+".join(cycle.mode), cycle.precision, "\n".join(problems), cycle.trace_path)
 
 
 def test_report_matches_the_schema(request, cycle):
