@@ -47,9 +47,19 @@ CONFIGS = {
     "syscall": ("syscall precision", {"sigsleuth_precision": "syscall"}),
     "syscall+audit": ("syscall precision, audit armed",
                       {"sigsleuth_precision": "syscall", "sigsleuth_sources": ["ftrace", "audit"]}),
+    "join": ("light default on a host whose auditd already runs a rule set: the marginal cost of "
+             "sigsleuth's kill-family and exec rules", {}),
     "today-ftrace": ("pre-issue-8 arm, ftrace only", {"sigsleuth_sources": ["ftrace"]}),
     "today-default": ("pre-issue-8 default arm (ftrace + audit)", {}),
 }
+# The "join" configuration measures against a host that already audits: auditd running, audit enabled and a
+# small rule set of the kind hosts carry (watches on credentials, failed opens, module loading).
+EXISTING_RULES = [
+    ["-w", "/etc/passwd", "-p", "wa", "-k", "bench-identity"],
+    ["-w", "/etc/shadow", "-p", "wa", "-k", "bench-identity"],
+    ["-a", "always,exit", "-F", "arch=b64", "-S", "openat", "-F", "exit=-EACCES", "-k", "bench-access"],
+    ["-a", "always,exit", "-F", "arch=b64", "-S", "init_module,finit_module", "-k", "bench-modules"],
+]
 
 
 def playbook(name, extra):
@@ -66,7 +76,44 @@ def timed(argv):
     return (time.perf_counter() - start) * 1000
 
 
+def auditctl(*args):
+    subprocess.run(["auditctl"] + list(args), check=True, stdout=subprocess.DEVNULL)
+
+
+def audit_running():
+    status = subprocess.run(["auditctl", "-s"], capture_output=True, text=True).stdout
+    return "pid 0" not in status
+
+
+class ExistingAudit:
+    """auditd running with EXISTING_RULES for the length of one configuration, then as it was found."""
+
+    def __enter__(self):
+        self.started = not audit_running()
+        if self.started:
+            subprocess.run(["auditd"], check=True)
+            time.sleep(1)
+        for rule in EXISTING_RULES:
+            auditctl(*rule)
+        return self
+
+    def __exit__(self, *exc):
+        for rule in EXISTING_RULES:
+            auditctl(*(["-W"] + rule[1:] if rule[0] == "-w" else ["-d"] + rule[1:]))
+        if self.started:
+            auditctl("--signal", "TERM")
+            time.sleep(1)
+            auditctl("-e", "0")
+
+
 def run_config(config, workloads, pairs):
+    if config == "join":
+        with ExistingAudit():
+            return run_pairs(config, workloads, pairs)
+    return run_pairs(config, workloads, pairs)
+
+
+def run_pairs(config, workloads, pairs):
     extra = CONFIGS[config][1]
     samples = {name: {"unarmed": [], "armed": []} for name in workloads}
     for pair in range(pairs):

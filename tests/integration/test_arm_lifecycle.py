@@ -29,12 +29,27 @@ def disarmed_after(host_baseline):
     assert_no_residue(host_baseline, "after disarm")
 
 
-def test_arm_twice_changes_nothing_the_second_time(armed):
-    first = armed(["KILL", "TERM"])
+PRECISIONS = ["light", "syscall"]
+
+
+def precision_vars(precision):
+    return ["-e", json.dumps({"sigsleuth_precision": precision})]
+
+
+def event_enabled(event):
+    with open(os.path.join(instance_dirs()[0], "events", event, "enable")) as handle:
+        return handle.read().strip() == "1"
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_arm_twice_changes_nothing_the_second_time(armed, precision):
+    first = armed(["KILL", "TERM"], *precision_vars(precision))
     assert first.host()["failed"] == 0
     assert first.host()["changed"] > 0, "the first arm changed nothing?\n" + first.output()
     assert instance_dirs() and os.path.isdir(STATE_DIR)
-    second = armed(["KILL", "TERM"])
+    assert event_enabled("syscalls/sys_enter_kill") is (precision == "syscall")
+    assert not event_enabled("syscalls/sys_enter_write"), "ordinary writes are never recorded"
+    second = armed(["KILL", "TERM"], *precision_vars(precision))
     assert second.host()["failed"] == 0
     assert second.host()["changed"] == 0, "the second arm changed something:\n" + second.output()
 
@@ -48,8 +63,30 @@ def test_arm_with_other_signals_rearms(armed):
     assert "15" in text and "9" in text, "the signal filter does not cover KILL and TERM: %r" % text
 
 
-def test_check_mode_arm_on_an_unarmed_host_changes_nothing(host_baseline, disarmed_after):
-    run = run_playbook("arm.yml", "--check", "--diff", *signals_extra_vars(["KILL", "TERM"]))
+def test_changing_precision_updates_the_armed_host_in_place(armed):
+    armed(["KILL"])
+    with open(os.path.join(STATE_DIR, "state.json")) as handle:
+        armed_at = json.load(handle)["ftrace"]["armed_at_ns"]
+    precise = armed(["KILL"], *precision_vars("syscall"))
+    assert precise.host()["changed"] > 0 and event_enabled("syscalls/sys_enter_kill"), precise.output()
+    assert "ftrace armed (syscall precision)" in precise.stdout, precise.output()
+    light = armed(["KILL"], *precision_vars("light"))
+    assert light.host()["changed"] > 0 and not event_enabled("syscalls/sys_enter_kill"), light.output()
+    with open(os.path.join(STATE_DIR, "state.json")) as handle:
+        ftrace = json.load(handle)["ftrace"]
+    assert ftrace["precision"] == "light" and ftrace["armed_at_ns"] > armed_at
+
+
+def test_unknown_precision_is_refused_before_any_host_is_touched(host_baseline, disarmed_after):
+    run = run_playbook("arm.yml", *precision_vars("exact"), expect_rc=2)
+    assert "sigsleuth_precision" in run.stdout and "light" in run.stdout and "syscall" in run.stdout, run.output()
+    assert instance_dirs() == [] and not os.path.exists(STATE_DIR)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_check_mode_arm_on_an_unarmed_host_changes_nothing(host_baseline, disarmed_after, precision):
+    run = run_playbook("arm.yml", "--check", "--diff", *signals_extra_vars(["KILL", "TERM"]),
+                       *precision_vars(precision))
     assert run.host()["failed"] == 0
     assert run.host()["changed"] > 0, "check mode must say what it would change:\n" + run.output()
     assert instance_dirs() == [], "check mode created a tracefs instance"

@@ -582,3 +582,92 @@ def audit_settings():
     """What joining must leave as it is: enabled, the daemon's pid, the backlog and rate limits."""
     return {key: value for key, value in audit_status().items()
             if key in ("enabled", "pid", "backlog_limit", "rate_limit", "failure")}
+
+
+# ---------------------------------------------------------------- audit across the trace's loss
+
+SMALL_BUFFER = ["-e", json.dumps({"sigsleuth_sources": ["ftrace", "audit"], "sigsleuth_buffer_size_kb": 64})]
+
+
+def fork_noise(count):
+    """count fork+exec of /bin/true: enough to overrun a small trace buffer many times over."""
+    subprocess.run(["sh", "-c", 'i=0; while [ "$i" -lt %d ]; do /bin/true; i=$((i+1)); done' % count], check=True)
+
+
+def chain_pids(truth, expected):
+    """The pids of the expected ancestry, this test process, and on up (as the report must show them)."""
+    return [want["pid"] for want in expected["ancestry"]] + [os.getpid()]
+
+
+def check_no_sentence_twice(findings, report, label, kill):
+    gaps = kill["gaps"]
+    findings.check(len(gaps) == len(set(gaps)), "%s: a gap is said twice: %s" % (label, gaps))
+    statement = report["sources"]["ftrace"].get("loss") or ""
+    findings.check(not any(statement and statement in gap for gap in gaps),
+                   "%s: the loss statement is repeated in the gaps instead of pointed to: %s" % (label, gaps))
+
+
+def test_a_kill_the_trace_lost_is_reported_from_audit(audit_found, login_sessions, scenarios, collect):
+    """The seed's kill, then fork noise that overwrites it in a small buffer: the kill is still in the
+    report, from audit, with its sender and whole ancestry, and says that the trace lost it."""
+    audit_found(running=True)
+    scenario, identity = stage(scenarios, login_sessions, "seed", "now")
+    run_playbook("arm.yml", *SMALL_BUFFER)
+    scenario.trigger()
+    truth = scenario.wait()
+    fork_noise(3000)
+    report = collect()
+    findings = Findings(report)
+    findings.check(report["sources"]["ftrace"].get("loss") is not None, "the trace was not overrun: %s"
+                   % report["sources"]["ftrace"])
+    (expected,) = truth["kills"]
+    label = "seed: SIGKILL to %s[%d]" % (expected["victim"]["comm"], expected["victim"]["pid"])
+    matches = [k for k in report["kills"] if k["victim"]["pid"] == expected["victim"]["pid"]]
+    if findings.check(len(matches) == 1, "%s: %d records, expected 1" % (label, len(matches))):
+        kill = matches[0]
+        findings.check("ftrace:signal_generate" not in kill["evidence"], "%s: the trace kept the send after all; "
+                       "the noise did not overrun it: %s" % (label, kill["evidence"]))
+        findings.check((kill["sender"] or {}).get("pid") == expected["sender"]["pid"],
+                       "%s: sender %s" % (label, kill["sender"]))
+        findings.check((kill["origin"], kill["mechanism"]) == ("user", "kill"), "%s: %s/%s" % (
+            label, kill["origin"], kill["mechanism"]))
+        pids = [ancestor["pid"] for ancestor in kill["ancestry"]]
+        findings.check(pids[:len(chain_pids(truth, expected))] == chain_pids(truth, expected) and pids[-1] == 1,
+                       "%s: ancestry %s, expected %s ... 1" % (label, pids, chain_pids(truth, expected)))
+        findings.check(any(gap.startswith("the trace lost this send") and "see sources.ftrace.loss" in gap
+                           for gap in kill["gaps"]), "%s: gaps do not say the trace lost it: %s" % (label, kill["gaps"]))
+        check_no_sentence_twice(findings, report, label, kill)
+    findings.check(report["sources"]["audit"].get("kills_only_audit_saw", 0) >= 1,
+                   "sources.audit.kills_only_audit_saw %r" % report["sources"]["audit"].get("kills_only_audit_saw"))
+    findings.assert_none()
+
+
+def test_audit_completes_the_ancestry_across_a_trace_overrun(audit_found, login_sessions, scenarios, collect):
+    """The storm scenario in a small buffer: the killer's fork is long overwritten when it kills, so the trace's
+    chain stops at the killer; audit's record of the same kill continues it, labelled, up to pid 1."""
+    audit_found(running=True)
+    scenario, identity = stage(scenarios, login_sessions, "storm", "now")
+    run_playbook("arm.yml", *SMALL_BUFFER)
+    scenario.trigger()
+    truth = scenario.wait()
+    report = collect()
+    findings = Findings(report)
+    findings.check(report["sources"]["ftrace"].get("loss") is not None, "the trace was not overrun")
+    (expected,) = truth["kills"]
+    label = "storm: SIGKILL to %s[%d]" % (expected["victim"]["comm"], expected["victim"]["pid"])
+    matches = [k for k in report["kills"] if k["victim"]["pid"] == expected["victim"]["pid"]]
+    if findings.check(len(matches) == 1, "%s: %d records, expected 1" % (label, len(matches))):
+        kill = matches[0]
+        sender = kill["sender"] or {}
+        findings.check("ftrace:signal_generate" in kill["evidence"], "%s: the trace lost the send itself" % label)
+        findings.check(sender.get("pid") == expected["sender"]["pid"], "%s: sender %s" % (label, sender))
+        findings.check(any("come from audit's records" in note for note in sender.get("notes", [])),
+                       "%s: the sender's notes do not say its ancestry comes from audit: %s"
+                       % (label, sender.get("notes")))
+        pids = [ancestor["pid"] for ancestor in kill["ancestry"]]
+        findings.check(pids[:len(chain_pids(truth, expected))] == chain_pids(truth, expected) and pids[-1] == 1,
+                       "%s: ancestry %s, expected %s ... 1" % (label, pids, chain_pids(truth, expected)))
+        findings.check(not any(gap.startswith("parent of") for gap in kill["gaps"]),
+                       "%s: a parent is still unknown: %s" % (label, kill["gaps"]))
+        check_no_sentence_twice(findings, report, label, kill)
+    findings.assert_none()

@@ -8,8 +8,10 @@ ancestor's identity and exit state, times, and no gaps (nothing was lost). The h
 for residue after every test, pass or fail.
 """
 
+import json
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -206,3 +208,39 @@ def check_kill(findings, report, truth, expected):
         label, ancestry[-1]["comm"], ancestry[-1]["pid"]))
     check(parse_time(kill["time"]) <= parse_time(report["collected_at"]), "%s: time after collected_at" % label)
     return kill
+
+
+# ---------------------------------------------------------------- a host full of 1-byte writers
+
+@pytest.fixture
+def one_byte_writers():
+    """A `dd bs=1` on every CPU for the whole test: the writes that once overwrote the trace in a second."""
+    writers = [subprocess.Popen(["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "status=none"])
+               for _ in range(os.cpu_count() or 1)]
+    yield writers
+    for writer in writers:
+        writer.kill()
+        writer.wait()
+
+
+@pytest.mark.parametrize("precision", ["light", "syscall"])
+def test_one_byte_writers_cannot_flood_the_history(precision, one_byte_writers, armed, scenarios, collect):
+    """Every kill of a seed chain (pre-armed daemon, job shell, killer), of a chain whose top ancestor predates
+    arming and is reaped before collect, and of a few plain kills, is reported with its whole ancestry and
+    no gap, while a 1-byte writer runs on every CPU through all of it."""
+    staged = [scenarios("seed", "now"), scenarios("reaped-chain", "now"), scenarios("bash-builtin", "now"),
+              scenarios("pgroup", "now")]
+    armed(("KILL",), "-e", json.dumps({"sigsleuth_precision": precision}))
+    for scenario in staged:
+        scenario.trigger()
+    truths = [scenario.wait() for scenario in staged]
+    assert all(writer.poll() is None for writer in one_byte_writers), "a writer stopped early"
+    report = collect()
+    findings = Findings()
+    for truth in truths:
+        check_report_header(findings, report, truth, [9])
+        for expected in truth["kills"]:
+            check_kill(findings, report, truth, expected)
+    findings.check(report["sources"]["ftrace"]["precision"] == precision,
+                   "sources.ftrace.precision %r" % report["sources"]["ftrace"].get("precision"))
+    findings.assert_none(report)
