@@ -211,6 +211,7 @@ class AuditLineage:
                 proc.notes.append("%s; its parent is the ppid %d audit recorded at %s, which is the adopting "
                                   "process instead if the real parent had already exited"
                                   % (why, event.ppid, event.syscall))
+                proc.parent_by_ppid = (event.ppid, event.syscall)
         self.provisional[proc.key] = list(proc.notes)
 
     def _settle_provisional(self, proc):
@@ -218,6 +219,7 @@ class AuditLineage:
         notes = self.provisional.pop(proc.key, None)
         if notes is not None and proc.source == SOURCE_AUDIT:
             proc.notes[:] = [note for note in proc.notes if note not in notes]
+            proc.parent_by_ppid = None
 
 
 def _between(serial, after, until):

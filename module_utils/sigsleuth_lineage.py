@@ -57,7 +57,7 @@ class Process:
     __slots__ = (
         "key", "pid", "start_ns", "parent", "comm", "exe", "argv", "uid", "exit_ns", "exited", "source",
         "known_since_ns", "live_children", "notes", "alive_confirmed", "ppid_hint", "facts_from", "rlimits",
-        "ns_pid", "cgroup", "memory_cgroup", "extra", "exec_times", "rlimits_from",
+        "ns_pid", "cgroup", "memory_cgroup", "extra", "exec_times", "rlimits_from", "parent_by_ppid",
     )
 
     def __init__(self, key, parent, comm, exe, source, known_since_ns):
@@ -80,6 +80,7 @@ class Process:
         self.facts_from = {"comm": source, "exe": source}
         self.rlimits = NO_LIMITS  # resource numbers of CPU-time limits set on it or inherited
         self.rlimits_from = None  # the evidence label of where they were seen
+        self.parent_by_ppid = None  # (ppid, syscall): the parent is only audit's ppid at that syscall
         self.ns_pid = None
         self.cgroup = None         # unified (v2) hierarchy path
         self.memory_cgroup = None  # v1 memory controller path
@@ -176,6 +177,7 @@ class Lineage:
             parent.live_children += 1
 
     def _relink(self, proc, parent):
+        proc.parent_by_ppid = None  # its fork names its parent now
         if proc.parent is not parent:
             if proc.parent is not None:
                 proc.parent.live_children -= 1

@@ -144,39 +144,56 @@ def _name(proc):
 def kill_gaps(kill, losses, clock):
     """Why this kill's sender, ancestry or victim may be incomplete or unverified; no sentence twice."""
     gaps = []
-
-    def say(text):
+    for text in list(kill.notes) + [kill.attribution_note] + _chain_gaps(kill, losses, clock) \
+            + _loss_gaps(kill, losses, clock):
         if text and text not in gaps:
             gaps.append(text)
+    return gaps
 
-    for note in kill.notes:
-        say(note)
-    say(kill.attribution_note)
+
+def _chain_gaps(kill, losses, clock):
+    """Where the sender's ancestry may stop early, or rests on a parent audit could only guess."""
+    gaps = []
     chain = ([kill.sender] if kill.sender is not None else []) + [ancestor.process for ancestor in kill.ancestry]
-    top = chain[-1] if chain else None
     trace = losses.ftrace
-    if kill.trace_missed:
-        say("the trace lost this send (%s): sender, target and ancestry come from audit alone" % trace.pointer(clock)
-            if trace else "only audit recorded this send: the trace has no signal_generate for it")
+    for proc in chain:
+        if proc.parent_by_ppid is not None and proc.parent is not None:
+            ppid, syscall = proc.parent_by_ppid
+            gaps.append("parent of %s is only the ppid audit recorded at its %s (pid %d): the process that adopted "
+                        "it, if its real parent had already exited (its fork was not audited)"
+                        % (_name(proc), syscall, ppid))
+    top = chain[-1] if chain else None
     if top is not None and top.source == SOURCE_UNSEEN:
         why = trace.pointer(clock) if trace else "it started before arming and was not in the arm-time snapshot"
         if trace and losses.audit_bridged:
             why += ", and audit recorded no fork or exec that names it"
-        say("parent of %s unknown: %s" % (_name(top), why))
+        gaps.append("parent of %s unknown: %s" % (_name(top), why))
     elif top is not None and top.parent is None and top.pid != 1 and top.ppid_hint:
-        say("parent of %s unknown: its parent pid %d at arm time was not in the snapshot"
-            % (_name(top), top.ppid_hint))
+        gaps.append("parent of %s unknown: its parent pid %d at arm time was not in the snapshot"
+                    % (_name(top), top.ppid_hint))
+    return gaps
+
+
+def _loss_gaps(kill, losses, clock):
+    """What each source's loss may have taken from this kill, pointing to the source's statement."""
+    gaps = []
+    trace = losses.ftrace
+    if kill.trace_missed:
+        gaps.append("the trace lost this send (%s): sender, target and ancestry come from audit alone"
+                    % trace.pointer(clock) if trace
+                    else "only audit recorded this send: the trace has no signal_generate for it")
     if trace.until_ns is not None:
+        chain = ([kill.sender] if kill.sender is not None else []) + [a.process for a in kill.ancestry]
         doubtful = [proc for proc in [kill.victim] + chain
                     if proc.known_since_ns is not None and proc.known_since_ns <= trace.until_ns
                     and not proc.alive_confirmed and proc.source != SOURCE_UNSEEN]
         if doubtful:
-            say("identified from records older than the trace loss, so possibly another process that reused "
-                "the pid: %s (%s)" % (", ".join(_name(proc) for proc in doubtful), trace.pointer(clock)))
-        if kill.ts_ns <= trace.until_ns:
-            say("this kill happened while the trace was losing events (%s)" % trace.pointer(clock))
+            gaps.append("identified from records older than the trace loss, so possibly another process that "
+                        "reused the pid: %s (%s)" % (", ".join(_name(proc) for proc in doubtful), trace.pointer(clock)))
+        if kill.ts_ns <= trace.until_ns and not kill.trace_missed:
+            gaps.append("this kill happened while the trace was losing events (%s)" % trace.pointer(clock))
     if losses.audit:
-        say("audit's record of this kill may be incomplete: %s" % losses.audit.pointer(clock))
+        gaps.append("audit's record of this kill may be incomplete: %s" % losses.audit.pointer(clock))
     if losses.clock_step:
-        say("times may be off: the wall clock was stepped between arm and collect (see sources.clock.step)")
+        gaps.append("times may be off: the wall clock was stepped between arm and collect (see sources.clock.step)")
     return gaps
