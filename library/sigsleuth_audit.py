@@ -367,27 +367,26 @@ def arm(module, store, section):
         len(done.result["rules_removed"]), "; started auditd" if "start auditd" in done.descriptions() else ""))
 
 
+def observe_if_installed(module, run):
+    """What is loaded and running, or None where auditctl is not installed."""
+    if not auditctl_installed(module):
+        return None
+    try:
+        return observe_audit(run, PATHS["rules_file"])
+    except SigsleuthError as exc:
+        fail_from(module, exc)
+
+
 def join(module, txn, store, section, run):
     """Join mode: arm only where auditd already runs with audit enabled; else record why not, and exit."""
-    observed = None
-    if auditctl_installed(module):
-        try:
-            observed = observe_audit(run, PATHS["rules_file"])
-        except SigsleuthError as exc:
-            fail_from(module, exc)
-    why = join_refusal(observed)
+    why = join_refusal(observe_if_installed(module, run))
     if why:
         plan_not_armed(txn, store, section, why)
 
 
 def disarm(module, store, data, section):
     run = ModuleRunner(module)
-    observed = None
-    if auditctl_installed(module):
-        try:
-            observed = observe_audit(run, PATHS["rules_file"])
-        except SigsleuthError as exc:
-            fail_from(module, exc)
+    observed = observe_if_installed(module, run)
     txn = Transaction(module, installed_auditd=False)
     plan_disarm(txn, store, run, observed, data, section, PATHS["rules_file"])
     if not txn.steps:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import json
 import os
 import shutil
@@ -147,11 +146,11 @@ def clock_offset_ns():
 
 
 def iso_utc(realtime_ns):
+    """The report's time format, from the harness's own clock readings (ground truth: not the engine's code)."""
     if realtime_ns is None:
         return None
     seconds, nanos = divmod(int(realtime_ns), 1_000_000_000)
-    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + ".%06dZ" % (nanos // 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%06dZ" % (nanos // 1000)
 
 
 def read_stat(pid):
@@ -212,21 +211,13 @@ def comm_of_path(path):
 
 
 def write_json(path, data):
-    """Atomic JSON write (temp file in the same directory, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".sigsleuth-scenario-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Atomic JSON write: readers see the old file or the new one, never a part (a per-process temp name and
+    os.replace; a writer that dies leaves at most its temp file, which stop removes with the workdir)."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
 
 
 def read_json(path):
