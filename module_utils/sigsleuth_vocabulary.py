@@ -7,6 +7,7 @@ process becomes text."""
 
 from __future__ import annotations
 
+import re
 import signal
 
 # ---------------------------------------------------------------- signals
@@ -121,10 +122,37 @@ SOURCE_PROC = "proc"          # a fact read from /proc of the live process at co
 SOURCE_INHERITED = "inherited"  # a fact copied from the parent at fork
 
 # ---------------------------------------------------------------- names
+# A name is bytes chosen by a process. As text it reads as UTF-8 with two escapes, which make the text say
+# exactly which bytes it was: a byte that is not part of valid UTF-8 becomes \xNN (lower-case hex) and a
+# literal backslash becomes \\. So k\xffill (a 0xff byte) never reads like k\\xffill (a backslash, then "xff").
+# The report's schema documents the same encoding.
+
+_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
 
 
-def decode_name(raw):
-    """Kernel names are bytes chosen by the process: keep them as data, never fail on them."""
+def decode_name(raw, limit=None):
+    """A kernel name (bytes) as text, escaped as above; never fails.
+
+    Text is taken as already decoded. ``limit`` keeps the name's first ``limit`` bytes, as the kernel cuts a
+    task name (text is cut by the bytes it stands for, never inside an escape).
+    """
     if isinstance(raw, str):
-        return raw
-    return raw.decode("utf-8", "backslashreplace")
+        if limit is None:
+            return raw
+        raw = name_bytes(raw)
+    if limit is not None:
+        raw = raw[:limit]
+    if b"\\" in raw:
+        raw = raw.replace(b"\\", b"\\\\")
+    return raw.decode("utf-8", "backslashreplace")  # the handler only runs on bytes that are not UTF-8
+
+
+def _unescape(match):
+    escape = match.group(1)
+    return b"\\" if escape == b"\\" else bytes((int(escape[1:], 16),))
+
+
+def name_bytes(text):
+    """The bytes decode_name made ``text`` from (its inverse); a backslash that starts no escape is kept."""
+    raw = text.encode("utf-8", "surrogateescape")
+    return _ESCAPE.sub(_unescape, raw) if b"\\" in raw else raw
