@@ -12,7 +12,7 @@ A name holding a newline splits a record over two lines; the parser joins the pi
 piece's payload is incomplete and the second has no header of its own.
 
 Memory is bounded by the read size and MAX_LINE: a longer line is skipped and counted wherever the reads cut
-it.
+it. A saved copy with CRLF line ends (its first line says so) is read as if its line ends were LF.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class TraceStats:
         self.events = 0
         self.malformed = 0          # lines that are neither records, comments nor markers, or broken records
         self.skipped_bytes = 0      # bytes of lines longer than MAX_LINE (each also counts as malformed)
+        self.crlf = False           # True when the line ends were CRLF (a saved copy) and were read as LF
         self.foreign = 0            # well-formed records of events we do not read
         self.lost_events = 0        # sum of "LOST N EVENTS" markers
         self.lost_markers = []      # (cpu, count, ts_ns of the next record or None)
@@ -88,6 +89,7 @@ class TraceStats:
             "lost_events_marked": self.lost_events,
             "entries_in_buffer": self.entries_in_buffer,
             "entries_written": self.entries_written,
+            **({"line_ends": "crlf"} if self.crlf else {}),
         }
 
 
@@ -317,12 +319,14 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
 
 
 def _texts(stream, stats, chunk_size):
-    """The stream's complete lines, a read at a time; counts lines, skips over-long ones.
+    """The stream's complete lines, a read at a time, with LF line ends; counts lines, skips over-long ones.
 
-    What is held over from one read to the next never grows past MAX_LINE.
+    What is held over from one read to the next never grows past MAX_LINE. Whether the line ends are CRLF is
+    decided once, by the first line, so a name ending in CR in an LF trace keeps it.
     """
     carry = b""
     skipping = False  # inside an over-long line: skip up to its newline
+    crlf = None
     while True:
         chunk = stream.read(chunk_size)
         if chunk:
@@ -349,6 +353,11 @@ def _texts(stream, stats, chunk_size):
         else:
             stats.lines += skipping  # an over-long line cut off by the end
             break
+        if crlf is None:
+            first = text.find(b"\n")
+            crlf = stats.crlf = first > 0 and text[first - 1] == 13  # 13 is "\r"
+        if crlf:
+            text = text.replace(b"\r\n", b"\n")
         stats.lines += text.count(b"\n")
         yield text
 

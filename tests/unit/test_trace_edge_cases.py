@@ -1,5 +1,6 @@
-"""The trace parser on edge cases: over-long lines (fixtures in tests/fixtures/ftrace/edge/)."""
+"""The trace parser on edge cases: over-long lines, CRLF line ends (fixtures in tests/fixtures/ftrace/edge/)."""
 
+import io
 import os
 import tracemalloc
 
@@ -48,3 +49,26 @@ def test_a_line_without_newline_does_not_take_memory():
         tracemalloc.stop()
     assert peak < 3 * trace_parser.CHUNK  # the read and what is held over, never the line
     assert stats.malformed == 1 and stats.skipped_bytes == 32 << 20 and stats.lines == 1
+
+
+def test_crlf_line_ends_read_as_lf():
+    crlf_events, crlf = parse("edge/hostile_names_crlf.trace")
+    lf_events, lf = parse("forensics_hostile_names.trace")
+    assert crlf_events == lf_events and len(lf_events) == lf.events > 0
+    assert crlf.malformed == lf.malformed == 0 and crlf.lines == lf.lines
+    assert crlf.crlf and not lf.crlf and crlf.as_dict()["line_ends"] == "crlf" and "line_ends" not in lf.as_dict()
+    # the names with a newline in them are whole again, without the CR the copy added
+    assert "nl\nname x" in {fields[3] for name, _, _, _, _, fields in crlf_events if name == "signal_generate"}
+
+
+def test_carriage_returns_in_names_of_an_lf_trace_are_kept():
+    events, stats = parse("edge/cr_in_names.trace")
+    assert [fields[3] for _, _, _, _, _, fields in events] == ["a\r\nb", "c\r"]
+    assert stats.malformed == 0 and not stats.crlf
+
+
+def test_chunked_crlf_reads_agree():
+    with open(os.path.join(FIXTURES, "edge", "hostile_names_crlf.trace"), "rb") as handle:
+        data = handle.read()
+    whole = list(iter_events(io.BytesIO(data), TraceStats()))
+    assert list(iter_events(io.BytesIO(data), TraceStats(), chunk_size=61)) == whole
