@@ -304,7 +304,7 @@ class _ParseState:
         self.max_pending = MAX_PENDING
         self.pending = {}
         self.ready = []  # events completed early while a record began a new event, not yet yielded
-        self.run = (None, None, None)  # (node, stamp, open event or None) of the last record read
+        self.run = (None, None, None, None)  # (node, stamp, open event or None, ended) of the last record
         self.nodes = set()
 
     def feed(self, handle, source):
@@ -322,12 +322,14 @@ class _ParseState:
         """Yield the events that one chunk's records complete.
 
         Records of one event mostly follow each other: a run of records with the stamp of the previous one
-        goes straight into its event, and only the first record of a run is looked up (in _begin).
+        goes straight into its event (or is skipped with it), and only the first record of a run is looked up
+        (in _begin). ``ended`` is the type of the record that completed the run's event (None while it is open
+        or skipped): after a PROCTITLE, the kernel writes the event's EOE.
         """
         wanted = _WANTED
         stats = self.stats
         ready = self.ready
-        last_node, last_stamp, last = self.run
+        last_node, last_stamp, last, ended = self.run
         records = ignored = before = 0
         try:
             for node, rtype, stamp, body in found:
@@ -336,27 +338,41 @@ class _ParseState:
                     if rtype == b"CONFIG_CHANGE" or rtype[:7] == b"DAEMON_" or stats.earliest_ns is None:
                         self._note(rtype, stamp, body)
                     continue
-                if stamp != last_stamp or node != last_node:
-                    last = self._begin(node, stamp, rtype, source)
-                    last_node, last_stamp = (node, stamp) if last is not False else (None, None)
-                    if ready:
-                        for event in ready:
-                            yield event
-                        del ready[:]
-                    if not last:
+                if stamp == last_stamp and node == last_node:
+                    if last is not None:
+                        last[2].append((rtype, body))
+                        records += 1
+                        if rtype == b"PROCTITLE" or rtype == b"EOE":  # the kernel's last records of an event
+                            event = self._complete(last)
+                            last, ended = None, rtype
+                            if event is not None:
+                                yield event
                         continue
-                elif last is None:
-                    before += 1
-                    continue
-                last[2].append((rtype, body))
-                records += 1
-                if rtype == b"PROCTITLE" or rtype == b"EOE":  # the kernel's last records of an event
-                    last_stamp = None
-                    event = self._complete(last)
-                    if event is not None:
+                    if ended is None:
+                        before += 1
+                        continue
+                    if ended == b"PROCTITLE" and rtype == b"EOE":  # the end of the event its PROCTITLE completed
+                        records += 1
+                        ended = rtype
+                        continue
+                    # a record after its event's end: an orphan of its own (counted when it completes)
+                last = self._begin(node, stamp, rtype, source)
+                last_node, last_stamp = (node, stamp) if last is not False else (None, None)
+                ended = None
+                if ready:
+                    for event in ready:
                         yield event
+                    del ready[:]
+                if last:
+                    last[2].append((rtype, body))
+                    records += 1
+                    if rtype == b"PROCTITLE" or rtype == b"EOE":
+                        event = self._complete(last)
+                        last, ended = None, rtype
+                        if event is not None:
+                            yield event
         finally:
-            self.run = (last_node, last_stamp, last)
+            self.run = (last_node, last_stamp, last, ended)
             stats.records += records
             stats.ignored_records += ignored
             stats.before_since += before

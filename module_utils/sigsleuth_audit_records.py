@@ -197,14 +197,13 @@ def _arch(value):
 
 
 def _syscall_of(arch_v, nr_v, enriched):
-    """(arch, abi, number, name) of the SYSCALL record; the name is None when neither table nor log knows it."""
-    known = _SYSCALL_CACHE.get((arch_v, nr_v))
-    if known is None:
-        arch, abi, _ = _arch(arch_v) if arch_v is not None else (None, None, None)
-        nr = _int(nr_v)
-        known = (arch, abi, nr, syscall_name(arch, nr))
-        if known[3] is not None and len(_SYSCALL_CACHE) < 256:
-            _SYSCALL_CACHE[(arch_v, nr_v)] = known
+    """(arch, abi, number, name) of a SYSCALL record not in the cache; the name is None when neither the
+    table nor the log knows it (only known names are cached)."""
+    arch, abi, _ = _arch(arch_v) if arch_v is not None else (None, None, None)
+    nr = _int(nr_v)
+    known = (arch, abi, nr, syscall_name(arch, nr))
+    if known[3] is not None and len(_SYSCALL_CACHE) < 256:
+        _SYSCALL_CACHE[(arch_v, nr_v)] = known
     if known[3] is None and enriched:  # ENRICHED logs name every syscall after the 0x1d separator
         at = enriched.find(b"SYSCALL=")
         if at >= 0:
@@ -230,24 +229,9 @@ def _rule_keys(key_v, keys):
     return key, [key]
 
 
-def _numbers(values, stats):
-    """(args, exit, pid, ppid, uid, auid, euid, suid, gid, egid, ses) as ints; auid/ses None when unset."""
-    (_, _, _, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v, egid_v, _, ses_v,
-     _, _, _) = values
-    try:  # the common case in one go; a damaged (or quoted) number falls back to field-by-field
-        args = (int(a0, 16), int(a1, 16), int(a2, 16), int(a3, 16))
-        exit_value = int(exit_v) if exit_v is not None else None
-        pid, ppid, uid, auid, euid, suid, gid, egid, ses = (int(pid_v), int(ppid_v), int(uid_v), int(auid_v),
-                                                            int(euid_v), int(suid_v), int(gid_v), int(egid_v),
-                                                            int(ses_v))
-    except (TypeError, ValueError):
-        return _numbers_one_by_one(values, stats)
-    return (args, exit_value, pid, ppid, uid, None if auid == UNSET_ID else auid, euid, suid, gid, egid,
-            None if ses == UNSET_ID else ses)
-
-
 def _numbers_one_by_one(values, stats):
-    """_numbers for a record with a damaged, quoted or missing number: what cannot be read is None (counted)."""
+    """(args, exit, pid, ppid, uid, auid, euid, suid, gid, egid, ses) of a SYSCALL record with a damaged,
+    quoted or missing number, field by field: what is there but cannot be read is None (counted)."""
     (_, _, _, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v, egid_v, _, ses_v,
      _, _, _) = values
     raws = (a0, a1, a2, a3, exit_v, pid_v, ppid_v, uid_v, auid_v, euid_v, suid_v, gid_v, egid_v, ses_v)
@@ -320,20 +304,14 @@ def _cwd(body):
     return record_text(value[4:]) if value[:4] == b"cwd=" else record_text(record_fields(body).get(b"cwd"))
 
 
-def _argv(execve, title):
-    """(argv, argv_source, argc, argv_complete, proctitle) from the EXECVE records, else the PROCTITLE."""
-    if execve:
-        argv, argc, complete = _assemble_execve(execve)
-        if argv is not None:
-            return argv, "execve", argc, complete, None
-    else:
-        argc = None
+def _argv(title):
+    """(argv, argv_source, argc, argv_complete, proctitle) from the PROCTITLE, for an event without EXECVE."""
     if title is not None:
         raw_title = _untrusted(record_fields(title).get(b"proctitle", b""))
         if raw_title:
             proctitle = decode_name(raw_title.rstrip(b"\0")).split("\0")
-            return proctitle, "proctitle", argc, False, proctitle  # the kernel keeps 128 bytes
-    return None, None, argc, False, None
+            return proctitle, "proctitle", None, False, proctitle  # the kernel keeps 128 bytes
+    return None, None, None, False, None
 
 
 def _assemble_execve(bodies):
@@ -406,13 +384,31 @@ def build_event(serial, time_ns, records, keys, syscalls, stats, source, node=No
         fields = record_fields(raw)
         values = tuple(fields.get(key) for key in _SYSCALL_KEYS)
     (arch_v, nr_v, success_v, _, _, _, _, _, _, _, _, _, _, _, _, _, tty_v, _, comm_v, exe_v, key_v) = values
-    arch, abi, nr, name = _syscall_of(arch_v, nr_v, enriched)
-    key, event_keys = _rule_keys(key_v, keys)
+    known = _SYSCALL_CACHE.get((arch_v, nr_v))
+    arch, abi, nr, name = known if known is not None else _syscall_of(arch_v, nr_v, enriched)
+    if key_v is not None and key_v[:1] == b'"' and key_v[-1:] == b'"' and len(key_v) > 1 and b"\x01" not in key_v:
+        key = decode_name(key_v[1:-1])  # one quoted key: the usual case, without a call
+        event_keys = [key]
+    else:
+        key, event_keys = _rule_keys(key_v, keys)
     if key not in keys and name not in syscalls:
         stats.foreign_events += 1
         return None
 
-    args, exit_value, pid, ppid, uid, auid, euid, suid, gid, egid, ses = _numbers(values, stats)
+    (_, _, _, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v, egid_v, _, ses_v,
+     _, _, _) = values
+    try:  # the common case in one go; a damaged, quoted or missing number falls back to field-by-field
+        args = (int(a0, 16), int(a1, 16), int(a2, 16), int(a3, 16))
+        exit_value = int(exit_v) if exit_v is not None else None
+        pid, ppid, uid, auid, euid, suid, gid, egid, ses = (int(pid_v), int(ppid_v), int(uid_v), int(auid_v),
+                                                            int(euid_v), int(suid_v), int(gid_v), int(egid_v),
+                                                            int(ses_v))
+        if auid == UNSET_ID:
+            auid = None
+        if ses == UNSET_ID:
+            ses = None
+    except (TypeError, ValueError):
+        args, exit_value, pid, ppid, uid, auid, euid, suid, gid, egid, ses = _numbers_one_by_one(values, stats)
     success = _SUCCESS.get(success_v) if success_v is not None else None
     if success is None and success_v is not None:
         stats.damaged_values += 1
@@ -420,8 +416,13 @@ def build_event(serial, time_ns, records, keys, syscalls, stats, source, node=No
     targets = _targets(obj_pids) if obj_pids else []
     if name == "pidfd_send_signal" and targets:
         target_pid = targets[0]["pid"]
-    argv, argv_source, argc, complete, proctitle = _argv(execve, title)
-    tty_v = _unquoted(tty_v)
+    if execve:
+        argv, argc, complete = _assemble_execve(execve)
+        argv_source, proctitle = "execve", None
+    if not execve or argv is None:
+        argv, argv_source, argc, complete, proctitle = _argv(title)
+    if tty_v is not None and tty_v[:1] == b'"':
+        tty_v = _unquoted(tty_v)
     tty = tty_v.decode("ascii", "backslashreplace") if tty_v not in (None, b"(none)") else None
     stats.events += 1
     return _new_event(AuditEvent, (

@@ -136,15 +136,15 @@ def decode_name(raw, limit=None):
     Text is taken as already decoded. ``limit`` keeps the name's first ``limit`` bytes, as the kernel cuts a
     task name (text is cut by the bytes it stands for, never inside an escape).
     """
+    if limit is None and raw.__class__ is bytes:  # the hot path first
+        if b"\\" not in raw:
+            return raw.decode("utf-8", "backslashreplace")  # the handler only runs on bytes that are not UTF-8
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
     if isinstance(raw, str):
         if limit is None:
             return raw
         raw = name_bytes(raw)
-    if limit is not None:
-        raw = raw[:limit]
-    if b"\\" in raw:
-        raw = raw.replace(b"\\", b"\\\\")
-    return raw.decode("utf-8", "backslashreplace")  # the handler only runs on bytes that are not UTF-8
+    return decode_name(bytes(raw[:limit]) if limit is not None else bytes(raw))
 
 
 def _unescape(match):

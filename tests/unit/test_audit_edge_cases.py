@@ -137,3 +137,11 @@ def test_events_without_an_end_record_close_by_time_so_memory_stays_bounded(tmp_
     assert [event.serial for event in found] == list(range(1, 5001)) and not any(event.forced for event in found)
     window_ms = audit_log.TIME_WINDOW_NS // 1_000_000
     assert window_ms < stats.max_pending <= window_ms + 2 and stats.forced_completions == 0
+
+
+def test_a_syscall_record_missing_fields_is_read_as_far_as_it_goes(tmp_path):
+    path = tmp_path / "audit.log"
+    path.write_text("type=SYSCALL msg=audit(1795676000.000:5): arch=c000003e syscall=62 a0=1f4 a1=9 pid=7\n")
+    (event,), stats = read(str(path))
+    assert event.key is None and event.keys == [] and event.syscall == "kill" and event.signal == 9
+    assert event.pid == 7 and event.success is None and event.ppid is None and stats.damaged_values == 0
