@@ -146,7 +146,7 @@ def record_id(value):
 def _decode_all(raws):
     """decode_name of each piece in one call: joined on NUL, which no argument or name can hold."""
     joined = b"\0".join(raws)
-    if joined.count(b"\0") == len(raws) - 1:
+    if joined.count(0) == len(raws) - 1:  # 0: NUL
         return decode_name(joined).split("\0")
     return [decode_name(raw) for raw in raws]  # a damaged log with NUL inside a value
 
@@ -316,10 +316,11 @@ def _argv(title):
 
 def _assemble_execve(bodies):
     """(argv, argc, complete) from one or more EXECVE records: argc, aN, and aN_len with aN[i] pieces."""
-    if len(bodies) == 1:  # the usual single record "argc=N a0=.. a1=.." (the kernel writes them in order)
+    # The usual single record "argc=N a0=.. a1=..", in order; no "[" (91: an int is searched for by memchr).
+    if len(bodies) == 1:
         body = bodies[0]
         tokens = body.partition(b"\x1d")[0].split()
-        if tokens and tokens[0][:5] == b"argc=" and b"[" not in body and tokens[0][5:] == b"%d" % (len(tokens) - 1):
+        if tokens and tokens[0][:5] == b"argc=" and 91 not in body and tokens[0][5:] == b"%d" % (len(tokens) - 1):
             values = [token.partition(b"=") for token in tokens[1:]]
             if all(key[:1] == b"a" for key, _, _ in values):
                 return (_decode_all([value[1:-1] if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1
@@ -386,8 +387,9 @@ def build_event(serial, time_ns, records, keys, syscalls, stats, source, node=No
     (arch_v, nr_v, success_v, _, _, _, _, _, _, _, _, _, _, _, _, _, tty_v, _, comm_v, exe_v, key_v) = values
     known = _SYSCALL_CACHE.get((arch_v, nr_v))
     arch, abi, nr, name = known if known is not None else _syscall_of(arch_v, nr_v, enriched)
-    if key_v is not None and key_v[:1] == b'"' and key_v[-1:] == b'"' and len(key_v) > 1 and b"\x01" not in key_v:
-        key = decode_name(key_v[1:-1])  # one quoted key: the usual case, without a call
+    # The usual case without a call: one quoted key (no \x01 between keys; an int is searched for by memchr).
+    if key_v is not None and key_v[:1] == b'"' and key_v[-1:] == b'"' and len(key_v) > 1 and 1 not in key_v:
+        key = decode_name(key_v[1:-1])
         event_keys = [key]
     else:
         key, event_keys = _rule_keys(key_v, keys)

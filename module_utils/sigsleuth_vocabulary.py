@@ -136,15 +136,14 @@ def decode_name(raw, limit=None):
     Text is taken as already decoded. ``limit`` keeps the name's first ``limit`` bytes, as the kernel cuts a
     task name (text is cut by the bytes it stands for, never inside an escape).
     """
-    if limit is None and raw.__class__ is bytes:  # the hot path first
-        if b"\\" not in raw:
-            return raw.decode("utf-8", "backslashreplace")  # the handler only runs on bytes that are not UTF-8
-        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
-    if isinstance(raw, str):
-        if limit is None:
+    if limit is None:
+        try:
+            if 92 not in raw:  # 92 is "\\" (an int is found by memchr); the handler only runs on non-UTF-8
+                return raw.decode("utf-8", "backslashreplace")
+        except TypeError:  # text, already decoded
             return raw
-        raw = name_bytes(raw)
-    return decode_name(bytes(raw[:limit]) if limit is not None else bytes(raw))
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    return decode_name((name_bytes(raw) if isinstance(raw, str) else bytes(raw))[:limit])
 
 
 def _unescape(match):
@@ -155,4 +154,4 @@ def _unescape(match):
 def name_bytes(text):
     """The bytes decode_name made ``text`` from (its inverse); a backslash that starts no escape is kept."""
     raw = text.encode("utf-8", "surrogateescape")
-    return _ESCAPE.sub(_unescape, raw) if b"\\" in raw else raw
+    return _ESCAPE.sub(_unescape, raw) if 92 in raw else raw
