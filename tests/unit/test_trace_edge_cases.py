@@ -72,3 +72,10 @@ def test_chunked_crlf_reads_agree():
         data = handle.read()
     whole = list(iter_events(io.BytesIO(data), TraceStats()))
     assert list(iter_events(io.BytesIO(data), TraceStats(), chunk_size=61)) == whole
+
+
+def test_numbers_too_long_for_int_are_no_record():
+    """int() refuses more than 4,300 digits: such a field must make the line malformed, not end the read."""
+    events, stats = parse("edge/huge_numbers.trace")
+    assert [(tid, fields[4]) for _, _, _, tid, _, fields in events] == [(101, 5)]
+    assert stats.malformed == 2
