@@ -34,6 +34,7 @@ from ansible.module_utils.sigsleuth_audit_records import build_event, record_fie
 from ansible.module_utils.sigsleuth_audit_rules import OUR_KEYS, OUR_SYSCALLS
 from ansible.module_utils.sigsleuth_auditd import read_log_file_setting
 from ansible.module_utils.sigsleuth_command import SigsleuthError
+from ansible.module_utils.sigsleuth_vocabulary import decode_name
 
 # Grouping: an event is complete once a record this far away in time is read (auditd's own
 # end_of_event_timeout default); more than MAX_PENDING open events close the oldest early (forced).
@@ -410,7 +411,7 @@ class _ParseState:
             stats.max_pending = len(pending)
         if node and node not in self.nodes and len(self.nodes) < MAX_NOTES:
             self.nodes.add(node)
-            stats.nodes.append(node.decode("utf-8", "backslashreplace"))
+            stats.nodes.append(decode_name(node))
         return entry
 
     def _expire(self, time_ns):
