@@ -61,3 +61,16 @@ def test_proc_names_use_the_same_encoding(tmp_path):
     entry = read_process(300, proc=str(tmp_path))
     assert entry["comm"] == "a\\\\b\\xff" and entry["exe"] == "/tmp/x\\\\y\\xfe"
     assert entry["argv"] == ["/tmp/x\\\\y", "\\xff"] and entry["cgroup"] == "/srv\\\\x41"
+
+
+def test_an_exe_is_resolved_by_the_bytes_its_name_stands_for(tmp_path):
+    from ansible.module_utils.sigsleuth_report import resolved_exe
+    target = os.path.join(os.fsencode(str(tmp_path)), b"real\\tool\xff")
+    with open(target, "wb"):
+        pass
+    link = os.path.join(os.fsencode(str(tmp_path)), b"link\\to\xfe")
+    os.symlink(target, link)
+    assert resolved_exe(decode_name(link)) == decode_name(os.path.realpath(target))
+    assert resolved_exe(decode_name(link)).endswith("/real\\\\tool\\xff")
+    gone = decode_name(os.path.join(os.fsencode(str(tmp_path)), b"gone\\x"))
+    assert resolved_exe(gone) == gone
