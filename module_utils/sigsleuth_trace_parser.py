@@ -45,7 +45,7 @@ MAX_LINE = 1 << 16
 _HEADER_MAX = 256  # the longest header _RECORD takes, from the "-" to the payload (232 bytes)
 _RECORD = re.compile(
     rb"-(\d{1,10}) {1,16}(?:\( {0,16}([\d-]{1,10})\) {1,16})?\[(\d{1,6})\] {1,16}\S{1,16} {1,16}(\d{1,12}\.\d{6}): "
-    rb"(\w{1,64}(?:: |\(| -> ))([^\n]{0,%d})(?![^\n])" % (MAX_LINE - MAX_TASK_WIDTH - _HEADER_MAX)
+    rb"(\w{1,64}(?:: |\(| -> ))([^\n]{0,%d})\n" % (MAX_LINE - MAX_TASK_WIDTH - _HEADER_MAX)
 )
 _ENTRIES = re.compile(rb"entries-in-buffer/entries-written: (\d+)/(\d+)")
 _LOST = re.compile(rb"CPU:(\d+) \[LOST (\d+) EVENTS\]")
@@ -283,9 +283,9 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
                     yield item
                 pending = None
                 if _buried(text, position, m, stats):
-                    position = m.end() + 1
+                    position = m.end()
                     continue
-            position = m.end() + 1
+            position = m.end()
             tid, tgid, cpu, stamp, name, payload = m.groups()
             entry = parsers.get(name)
             if entry is None:
@@ -381,8 +381,8 @@ def _buried(text, position, match, stats):
     if start - line_start <= MAX_TASK_WIDTH:
         return False
     stats.malformed += 1
-    if match.end() - line_start > MAX_LINE:
-        stats.skipped_bytes += match.end() - line_start
+    if match.end() - 1 - line_start > MAX_LINE:
+        stats.skipped_bytes += match.end() - 1 - line_start
     return True
 
 
