@@ -4,10 +4,13 @@
 """Stream audit.log and its rotations into ``AuditEvent`` objects, with loss accounting.
 
 ``iter_audit_events(log_file_or_paths, since_ns=..., stats=AuditStats())`` reads audit.log and its
-rotations (audit.log.N ... audit.log.1, audit.log) oldest first, groups records into events by the
-``msg=audit(SECONDS.MS:SERIAL)`` stamp (records of concurrent events interleave; an event is complete at its
-EOE record, when records SERIAL_WINDOW serials or TIME_WINDOW_NS later have been seen, or at the end), and
-yields one event per kill-family / exec / fork syscall. Memory is bounded by that window, not by the file.
+rotations (audit.log.N ... audit.log.1, audit.log) oldest first, groups records into events by their
+``[node=NAME ]... msg=audit(SECONDS.MS:SERIAL)`` stamp (records of concurrent events interleave, and a log
+that gathers several hosts repeats stamps across nodes), and yields one event per kill-family / exec / fork
+syscall. An event is complete at its PROCTITLE record (the kernel writes it last, before EOE) or EOE, once
+a record TIME_WINDOW_NS away in time has been read (as ausearch decides), or at the end; with MAX_PENDING
+events open at once the oldest is closed early, marked ``forced`` and counted. Memory is bounded by those
+open events and MAX_LINE, not by the file.
 
 Timing facts the consumer must know
     * An audit stamp is the syscall *entry* time from the coarse realtime clock (tick resolution, e.g.
@@ -31,15 +34,16 @@ from ansible.module_utils.sigsleuth_audit_records import build_event, record_fie
 from ansible.module_utils.sigsleuth_audit_rules import OUR_KEYS, OUR_SYSCALLS
 from ansible.module_utils.sigsleuth_auditd import read_log_file_setting
 from ansible.module_utils.sigsleuth_command import SigsleuthError
+from ansible.module_utils.sigsleuth_vocabulary import decode_name
 
-# Grouping window: an event is complete once a record this many serials (or this much time) later is seen.
-SERIAL_WINDOW = 1000
-TIME_WINDOW_NS = 2_000_000_000  # auditd's own end_of_event_timeout default
-MAX_PENDING = 4096  # hard cap on events being assembled at once
+# Grouping: an event is complete once a record this far away in time is read (auditd's own
+# end_of_event_timeout default); more than MAX_PENDING open events close the oldest early (forced).
+TIME_WINDOW_NS = 2_000_000_000
+MAX_PENDING = 4096
 # Audit stamps come from the coarse clock: accept records this much before since_ns.
 SINCE_SLACK_NS = 20_000_000
 CHUNK = 1 << 20
-MAX_LINE = 1 << 16  # the kernel caps a record at ~9 KB; longer lines are garbage
+MAX_LINE = 1 << 16  # the kernel caps a record at ~9 KB; longer lines are garbage, dropped and counted
 MAX_NOTES = 100
 
 _WANTED = frozenset((b"SYSCALL", b"EXECVE", b"CWD", b"PROCTITLE", b"OBJ_PID", b"EOE"))
@@ -56,14 +60,18 @@ class AuditStats:
         self.lines = 0
         self.records = 0             # records of the types we use (SYSCALL, EXECVE, CWD, PROCTITLE, OBJ_PID, EOE)
         self.ignored_records = 0     # well-formed records of other types (PATH, USER_*, AVC, ...)
-        self.malformed_lines = 0     # not an audit record, or a broken header
+        self.malformed_lines = 0     # not an audit record, a broken header, or longer than MAX_LINE
+        self.overlong_lines = 0      # lines longer than MAX_LINE (also counted as malformed), dropped ...
+        self.overlong_bytes = 0      # ... with this many bytes
         self.truncated_lines = 0     # a last line without its newline (being written, or cut)
+        self.damaged_values = 0      # SYSCALL values that could not be read (a number, success=): left None
         self.events = 0              # events yielded
         self.foreign_events = 0      # complete syscall events of other rules (other keys, other syscalls)
         self.incomplete_events = 0   # records grouped under a stamp with no SYSCALL record
         self.before_since = 0        # records older than since_ns (skipped)
-        self.forced_completions = 0  # events closed early because MAX_PENDING were open
+        self.forced_completions = 0  # events closed early because MAX_PENDING were open (marked forced)
         self.max_pending = 0         # most events being assembled at once (memory is bounded by this)
+        self.nodes = []              # node= names seen (a log gathering several hosts), up to MAX_NOTES
         self.earliest_ns = None      # time of the oldest record found in the files read
         self.latest_ns = None        # time of the newest record
         self.covers_since = None     # True when the log reaches back to since_ns (nothing rotated away)
@@ -73,7 +81,6 @@ class AuditStats:
 
     def as_dict(self):
         return {name: (list(value) if isinstance(value, list) else value) for name, value in vars(self).items()}
-
 
 
 # ---------------------------------------------------------------- files
@@ -107,21 +114,38 @@ def _open(path):
     return handle, handle
 
 
-# One record per line: [node=NAME ]type=TYPE msg=audit(SECONDS.MS:SERIAL):BODY. Matched a chunk at a time,
-# so the per-line work is done in C; lines that do not match are counted as malformed.
-_RECORD = re.compile(rb"^(?:node=\S+ )?type=(\S+) msg=audit\(([0-9.:]+)\):(.*)$", re.M)
+# One record per line: [node=NAME ]type=TYPE msg=audit(SECONDS.MS:SERIAL):BODY (some records, EOE and
+# DAEMON_CONFIG among them, have no colon after the stamp: ausearch groups those too). Matched a chunk at a
+# time, so the per-line work is done in C; lines that do not match are counted as malformed. Every part is
+# bounded so that no line longer than MAX_LINE can match, wherever the reads cut the file.
+_NODE_MAX, _TYPE_MAX, _STAMP_MAX = 255, 64, 40
+_BODY_MAX = MAX_LINE - len(b"node= type= msg=audit():") - _NODE_MAX - _TYPE_MAX - _STAMP_MAX
+_RECORD = re.compile(rb"^(?:node=(\S{1,%d}) )?type=(\S{1,%d}) msg=audit\(([0-9.:]{1,%d})\)(?::|(?= )|$)(.{0,%d})$"
+                     % (_NODE_MAX, _TYPE_MAX, _STAMP_MAX, _BODY_MAX), re.M)
 
 
 def _chunks(handle, stats):
-    """(text, line count) of complete lines, read CHUNK bytes at a time; memory bounded by CHUNK."""
+    """(text, line count) of complete lines, read CHUNK bytes at a time; memory bounded by CHUNK + MAX_LINE.
+
+    What is held over from one read to the next never grows past MAX_LINE: a longer line is dropped and
+    counted, as _RECORD drops one that a read holds whole.
+    """
     carry = b""
-    skipping = False  # inside an over-long line: drop until its newline
+    skipping = False  # inside an over-long line: drop up to its newline
     while True:
         chunk = handle.read(CHUNK)
         if not chunk:
             break
         stats.bytes += len(chunk)
-        if carry:
+        if skipping:
+            end = chunk.find(b"\n")
+            stats.overlong_bytes += len(chunk) if end < 0 else end
+            if end < 0:
+                continue
+            stats.lines += 1  # the dropped line ends here
+            chunk = chunk[end + 1:]
+            skipping = False
+        elif carry:
             chunk = carry + chunk
         end = chunk.rfind(b"\n")
         if end < 0:
@@ -129,17 +153,24 @@ def _chunks(handle, stats):
         else:
             carry = chunk[end + 1:]
             chunk = chunk[:end + 1]
-            if skipping:
-                chunk = chunk[chunk.find(b"\n") + 1:]
-                skipping = False
-            if chunk:
-                yield chunk, chunk.count(b"\n")
+            yield chunk, chunk.count(b"\n")
         if len(carry) > MAX_LINE:
             stats.malformed_lines += 1
+            stats.overlong_lines += 1
+            stats.overlong_bytes += len(carry)
             carry = b""
             skipping = True
     if carry and not skipping:
         stats.truncated_lines += 1
+
+
+def _count_malformed(chunk, count, stats):
+    """Count a chunk's lines that are no record; those longer than MAX_LINE also as over-long."""
+    stats.malformed_lines += count
+    if len(chunk) > MAX_LINE:
+        lengths = [length for length in map(len, chunk.split(b"\n")) if length > MAX_LINE]
+        stats.overlong_lines += len(lengths)
+        stats.overlong_bytes += sum(lengths)
 
 
 def iter_audit_events(paths_or_log_file=None, since_ns=None, stats=None, keys=OUR_KEYS, syscalls=OUR_SYSCALLS,
@@ -158,43 +189,13 @@ def iter_audit_events(paths_or_log_file=None, since_ns=None, stats=None, keys=OU
     outside /var/log, are noted in ``stats.errors``.
     """
     stats = AuditStats() if stats is None else stats
-    keys = frozenset(keys)
-    syscalls = frozenset(syscalls)
-    if paths_or_log_file is None:
-        try:
-            paths_or_log_file = read_log_file_setting()
-        except SigsleuthError as exc:
-            stats.errors.append(exc.msg)
-            return
-    if isinstance(paths_or_log_file, (str, bytes, os.PathLike)):
-        log_file = os.fsdecode(paths_or_log_file)
-        entries = audit_log_paths(log_file)
-        if not any(index == 0 for _, index in entries):
-            stats.errors.append("audit log %s does not exist" % log_file)
-    else:
-        log_file = None
-        entries = [(os.fsdecode(path), None) for path in paths_or_log_file]
+    log_file, entries = _log_entries(paths_or_log_file, stats)
+    if entries is None:
+        return
     cutoff = None if since_ns is None else since_ns - SINCE_SLACK_NS
-    skipped_old = False
-
     # Open everything first: a rotation renames files under us, but open descriptors keep their content.
-    opened = []
-    seen = set()
-    for path, index in entries:
-        item = _open_entry(path, stats)
-        if item is None:
-            continue
-        handle, raw, info = item
-        seen.add((info["dev"], info["inode"]))
-        if cutoff is not None and info["mtime_ns"] < cutoff - TIME_WINDOW_NS and index not in (None, 0):
-            info["read"], info["reason"] = False, "last written before since_ns"
-            if info["size"]:
-                skipped_old = True
-            raw.close()
-            continue
-        opened.append((handle, raw, info))
-
-    state = _ParseState(stats, keys, syscalls, cutoff)
+    opened, seen, skipped_old = _open_entries(entries, stats, cutoff)
+    state = _ParseState(stats, frozenset(keys), frozenset(syscalls), cutoff)
     try:
         while opened:
             for handle, raw, info in opened:
@@ -208,32 +209,71 @@ def iter_audit_events(paths_or_log_file=None, since_ns=None, stats=None, keys=OU
             opened = []
             if log_file is None or not follow_rotation:
                 break
-            # Files that appeared since we listed the directory hold newer records (auditd rotated).
-            for path, index in audit_log_paths(log_file):
-                item = _open_entry(path, stats, quiet=True)
-                if item is None:
-                    continue
-                handle, raw, info = item
-                if (info["dev"], info["inode"]) in seen:
-                    stats.files.pop()
-                    raw.close()
-                    continue
-                seen.add((info["dev"], info["inode"]))
-                opened.append((handle, raw, info))
-            if opened:
-                stats.rotations_during_read += 1
+            opened = _rotated_meanwhile(log_file, seen, stats)
         for event in state.finish():
             yield event
     finally:
         for _, raw, _ in opened:
             raw.close()
         if since_ns is not None:
-            if skipped_old:
-                stats.covers_since = True
-            elif stats.earliest_ns is not None:
-                stats.covers_since = stats.earliest_ns <= since_ns
-            else:
-                stats.covers_since = False
+            stats.covers_since = skipped_old or (stats.earliest_ns is not None and stats.earliest_ns <= since_ns)
+
+
+def _log_entries(paths_or_log_file, stats):
+    """(the live log or None, [(path, rotation index or None)]); entries None when there is nothing to read."""
+    if paths_or_log_file is None:
+        try:
+            paths_or_log_file = read_log_file_setting()
+        except SigsleuthError as exc:
+            stats.errors.append(exc.msg)
+            return None, None
+    if isinstance(paths_or_log_file, (str, bytes, os.PathLike)):
+        log_file = os.fsdecode(paths_or_log_file)
+        entries = audit_log_paths(log_file)
+        if not any(index == 0 for _, index in entries):
+            stats.errors.append("audit log %s does not exist" % log_file)
+        return log_file, entries
+    return None, [(os.fsdecode(path), None) for path in paths_or_log_file]
+
+
+def _open_entries(entries, stats, cutoff):
+    """([(handle, raw, info)] to read, {(dev, inode)} opened, whether a rotated file older than cutoff held data)."""
+    opened = []
+    seen = set()
+    skipped_old = False
+    for path, index in entries:
+        item = _open_entry(path, stats)
+        if item is None:
+            continue
+        handle, raw, info = item
+        seen.add((info["dev"], info["inode"]))
+        if cutoff is not None and info["mtime_ns"] < cutoff - TIME_WINDOW_NS and index not in (None, 0):
+            info["read"], info["reason"] = False, "last written before since_ns"
+            if info["size"]:
+                skipped_old = True
+            raw.close()
+            continue
+        opened.append((handle, raw, info))
+    return opened, seen, skipped_old
+
+
+def _rotated_meanwhile(log_file, seen, stats):
+    """Files that appeared since the directory was listed: they hold newer records (auditd rotated)."""
+    opened = []
+    for path, _ in audit_log_paths(log_file):
+        item = _open_entry(path, stats, quiet=True)
+        if item is None:
+            continue
+        handle, raw, info = item
+        if (info["dev"], info["inode"]) in seen:
+            stats.files.pop()
+            raw.close()
+            continue
+        seen.add((info["dev"], info["inode"]))
+        opened.append((handle, raw, info))
+    if opened:
+        stats.rotations_during_read += 1
+    return opened
 
 
 def _open_entry(path, stats, quiet=False):
@@ -251,118 +291,152 @@ def _open_entry(path, stats, quiet=False):
 
 
 class _ParseState:
-    """Grouping of records into events across the files of one read."""
+    """Grouping of records into events across the files of one read.
+
+    An open event is a list [serial, time_ns, records, source, (node, stamp)], kept in ``pending`` by its
+    (node, stamp) in the order events began.
+    """
 
     def __init__(self, stats, keys, syscalls, cutoff):
         self.stats = stats
         self.keys = keys
         self.syscalls = syscalls
         self.cutoff = cutoff
-        self.pending = {}  # stamp bytes -> [serial, time_ns, records, source]
+        self.max_pending = MAX_PENDING
+        self.pending = {}
+        self.ready = []  # events completed early while a record began a new event, not yet yielded
+        self.run = (None, None, None, None)  # (node, stamp, open event or None, ended) of the last record
+        self.nodes = set()
 
     def feed(self, handle, source):
         """Yield the events completed while reading one file."""
         stats = self.stats
-        pending = self.pending
-        cutoff = self.cutoff
+        for chunk, count in _chunks(handle, stats):
+            stats.lines += count
+            found = _RECORD.findall(chunk)
+            if len(found) != count:
+                _count_malformed(chunk, count - len(found), stats)
+            for event in self._group(found, source):
+                yield event
+
+    def _group(self, found, source):
+        """Yield the events that one chunk's records complete.
+
+        Records of one event mostly follow each other: a run of records with the stamp of the previous one
+        goes straight into its event (or is skipped with it), and only the first record of a run is looked up
+        (in _begin). ``ended`` is the type of the record that completed the run's event (None while it is open
+        or skipped): after a PROCTITLE, the kernel writes the event's EOE.
+        """
         wanted = _WANTED
-        complete = self._complete
-        last_stamp = None
-        last = None  # the pending entry of last_stamp, or None when its records are skipped
-        lines_seen = malformed = records = ignored = before = 0
-        earliest, latest = stats.earliest_ns, stats.latest_ns
-        most = stats.max_pending
+        stats = self.stats
+        ready = self.ready
+        last_node, last_stamp, last, ended = self.run
+        records = ignored = before = 0
         try:
-            for chunk, count in _chunks(handle, stats):
-                lines_seen += count
-                found = _RECORD.findall(chunk)
-                malformed += count - len(found)
-                for rtype, stamp, body in found:
-                    if rtype not in wanted:
-                        ignored += 1
-                        if earliest is None or rtype == b"CONFIG_CHANGE" or rtype[:7] == b"DAEMON_":
-                            stats.earliest_ns, stats.latest_ns = earliest, latest
-                            self._note(rtype, stamp, body)
-                            earliest, latest = stats.earliest_ns, stats.latest_ns
+            for node, rtype, stamp, body in found:
+                if rtype not in wanted:
+                    ignored += 1
+                    if rtype == b"CONFIG_CHANGE" or rtype[:7] == b"DAEMON_" or stats.earliest_ns is None:
+                        self._note(rtype, stamp, body)
+                    continue
+                if stamp == last_stamp and node == last_node:
+                    if last is not None:
+                        last[2].append((rtype, body))
+                        records += 1
+                        if rtype == b"PROCTITLE" or rtype == b"EOE":  # the kernel's last records of an event
+                            event = self._complete(last)
+                            last, ended = None, rtype
+                            if event is not None:
+                                yield event
                         continue
-                    if stamp == last_stamp:
-                        if last is not None:
-                            last[2].append((rtype, body))
-                            records += 1
-                            if rtype == b"EOE":
-                                event = complete(stamp)
-                                last_stamp = last = None
-                                if event is not None:
-                                    yield event
-                        continue
-                    parsed = _parse_stamp(stamp)
-                    if parsed is None:
-                        malformed += 1
-                        continue
-                    time_ns, serial = parsed
-                    if earliest is None or time_ns < earliest:
-                        earliest = time_ns
-                    if latest is None or time_ns > latest:
-                        latest = time_ns
-                    last_stamp = stamp
-                    if cutoff is not None and time_ns < cutoff:
+                    if ended is None:
                         before += 1
-                        last = None
                         continue
-                    records += 1
-                    last = pending.get(stamp)
-                    if last is None:
-                        if pending:
-                            oldest = pending[next(iter(pending))]
-                            if (serial - oldest[0] > SERIAL_WINDOW or oldest[0] - serial > SERIAL_WINDOW
-                                    or time_ns - oldest[1] > TIME_WINDOW_NS or len(pending) >= MAX_PENDING):
-                                for event in self._expire(serial, time_ns):
-                                    yield event
-                        last = [serial, time_ns, [], source]
-                        pending[stamp] = last
-                        if len(pending) > most:
-                            most = len(pending)
+                    if ended == b"PROCTITLE" and rtype == b"EOE":  # the end of the event its PROCTITLE completed
+                        records += 1
+                        ended = rtype
+                        continue
+                    # a record after its event's end: an orphan of its own (counted when it completes)
+                last = self._begin(node, stamp, rtype, source)
+                last_node, last_stamp = (node, stamp) if last is not False else (None, None)
+                ended = None
+                if ready:
+                    for event in ready:
+                        yield event
+                    del ready[:]
+                if last:
                     last[2].append((rtype, body))
-                    if rtype == b"EOE":
-                        event = complete(stamp)
-                        last_stamp = last = None
+                    records += 1
+                    if rtype == b"PROCTITLE" or rtype == b"EOE":
+                        event = self._complete(last)
+                        last, ended = None, rtype
                         if event is not None:
                             yield event
         finally:
-            stats.lines += lines_seen
-            stats.malformed_lines += malformed
+            self.run = (last_node, last_stamp, last, ended)
             stats.records += records
             stats.ignored_records += ignored
             stats.before_since += before
-            stats.earliest_ns, stats.latest_ns = earliest, latest
-            stats.max_pending = most
 
-    def _expire(self, serial, time_ns):
-        """Complete the oldest pending events that the window has passed; returns a list."""
-        pending = self.pending
-        done = []
-        while pending:
-            stamp = next(iter(pending))
-            entry = pending[stamp]
-            in_window = abs(serial - entry[0]) <= SERIAL_WINDOW and time_ns - entry[1] <= TIME_WINDOW_NS
-            if in_window and len(pending) < MAX_PENDING:
-                break
-            if in_window:
-                self.stats.forced_completions += 1
-            event = self._complete(stamp)
-            if event is not None:
-                done.append(event)
-        return done
-
-    def _complete(self, stamp):
-        entry = self.pending.pop(stamp, None)
-        if entry is None:
+    def _begin(self, node, stamp, rtype, source):
+        """The open event a record begins or joins; None when its stamp is before since_ns (and so are the
+        records that follow with it); False to skip this record alone (a broken stamp, or the EOE of an
+        event already complete)."""
+        stats = self.stats
+        parsed = _parse_stamp(stamp)
+        if parsed is None:
+            stats.malformed_lines += 1
+            return False
+        time_ns, serial = parsed
+        if stats.earliest_ns is None or time_ns < stats.earliest_ns:
+            stats.earliest_ns = time_ns
+        if stats.latest_ns is None or time_ns > stats.latest_ns:
+            stats.latest_ns = time_ns
+        if self.cutoff is not None and time_ns < self.cutoff:
+            stats.before_since += 1
             return None
-        return build_event(entry[0], entry[1], entry[2], self.keys, self.syscalls, self.stats, entry[3])
+        pending = self.pending
+        entry = pending.get((node, stamp))
+        if entry is not None:
+            return entry
+        if rtype == b"EOE":
+            stats.records += 1
+            return False
+        if pending:
+            oldest = next(iter(pending.values()))
+            if abs(time_ns - oldest[1]) > TIME_WINDOW_NS or len(pending) >= self.max_pending:
+                self._expire(time_ns)
+        entry = pending[(node, stamp)] = [serial, time_ns, [], source, (node, stamp)]
+        if len(pending) > stats.max_pending:
+            stats.max_pending = len(pending)
+        if node and node not in self.nodes and len(self.nodes) < MAX_NOTES:
+            self.nodes.add(node)
+            stats.nodes.append(decode_name(node))
+        return entry
+
+    def _expire(self, time_ns):
+        """Complete the oldest open events that a record at time_ns shows complete, or that must make room."""
+        pending = self.pending
+        while pending:
+            entry = next(iter(pending.values()))
+            passed = abs(time_ns - entry[1]) > TIME_WINDOW_NS  # either way: a clock step ends it too
+            if not passed and len(pending) < self.max_pending:
+                break
+            if not passed:
+                self.stats.forced_completions += 1
+            event = self._complete(entry, forced=not passed)
+            if event is not None:
+                self.ready.append(event)
+
+    def _complete(self, entry, forced=False):
+        if self.pending.pop(entry[4], None) is None:
+            return None
+        return build_event(entry[0], entry[1], entry[2], self.keys, self.syscalls, self.stats, entry[3],
+                           entry[4][0], forced)
 
     def finish(self):
-        for stamp in list(self.pending):
-            event = self._complete(stamp)
+        for entry in list(self.pending.values()):
+            event = self._complete(entry)
             if event is not None:
                 yield event
 

@@ -5,10 +5,13 @@
 
 Values a process chooses (comm, exe, cwd, argv, proctitle, key) are written by the kernel quoted or
 hex-encoded and never contain a space, so splitting records on spaces cannot be shifted by a hostile name.
+They become text through vocabulary.decode_name, which escapes what is not UTF-8 and every backslash.
+Log converters quote values the kernel writes bare (success="yes", tty="(none)"): those are read too.
 """
 
 from __future__ import annotations
 
+import binascii
 import collections
 import re
 
@@ -27,23 +30,26 @@ EVENT_FIELDS = (
     "serial", "time_ns", "key", "keys", "syscall", "syscall_nr", "arch", "abi", "success", "exit",
     "pid", "ppid", "uid", "auid", "euid", "suid", "gid", "egid", "ses", "tty", "comm", "exe", "cwd",
     "argv", "argv_source", "argc", "argv_complete", "proctitle", "obj_pids", "args", "signal",
-    "target_pid", "target_tid", "child_pid", "records", "source",
+    "target_pid", "target_tid", "child_pid", "records", "source", "node", "forced",
 )
+# Fields added after the first release take these defaults, so events built by field name keep working.
+_LATER_FIELD_DEFAULTS = (None, False)  # node, forced
 
 
-class AuditEvent(collections.namedtuple("AuditEvent", EVENT_FIELDS)):
+class AuditEvent(collections.namedtuple("AuditEvent", EVENT_FIELDS, defaults=_LATER_FIELD_DEFAULTS)):
     """One audited syscall, assembled from its records (immutable).
 
     serial, time_ns     the stamp: event serial and CLOCK_REALTIME ns (ms precision, coarse clock)
     key, keys           the rule key that matched (ours when one of the keys is ours) and all of them
     syscall, syscall_nr name ("kill", "execve", ...; None when unknown) and number for its arch
     arch, abi           "x86_64"/"i386"/"aarch64"/"arm" (hex for others) and "b64"/"b32"
-    success, exit       bool and the return value (negative errno on failure; the child pid for fork)
+    success, exit       bool and the return value (negative errno on failure; the child pid for fork);
+                        success is None when the record has no readable success= value
     pid, ppid           thread group id of the caller and its parent *at syscall exit* (an adopted
                         process shows its reaper here, not its fork parent)
     uid auid euid suid gid egid ses   ints; auid/ses None when unset (never logged in)
     tty                 "pts0" or None
-    comm, exe, cwd      str; comm/exe after the syscall (the new image for execve)
+    comm, exe, cwd      str (decode_name's encoding); comm/exe after the syscall (the new image for execve)
     argv, argv_source   list of str from the EXECVE records ("execve"), else from the 128-byte
                         PROCTITLE ("proctitle"), else None; argc from EXECVE; argv_complete False
                         when pieces were missing or argv came from proctitle
@@ -57,6 +63,9 @@ class AuditEvent(collections.namedtuple("AuditEvent", EVENT_FIELDS)):
     target_tid          tkill/tgkill/rt_tgsigqueueinfo: the thread id
     child_pid           fork/vfork/clone/clone3: the new pid (or tid, for a thread)
     records, source     how many records made the event, and the file it was read from
+    node                the host's node= name in a log that gathers several hosts, else None
+    forced              True when the event was closed before its records could all arrive (too many
+                        events open at once): a record logged later is missing from it
     """
 
     __slots__ = ()
@@ -84,6 +93,7 @@ class AuditEvent(collections.namedtuple("AuditEvent", EVENT_FIELDS)):
 _new_event = tuple.__new__  # AuditEvent from a complete tuple, without namedtuple's per-field __new__
 
 
+# ---------------------------------------------------------------- values
 
 def _untrusted(value):
     """A kernel-escaped string value as bytes: "quoted", or hex when it had a space, quote or control byte."""
@@ -92,17 +102,27 @@ def _untrusted(value):
     if value in (b"(null)", b"(none)", b""):
         return None
     if len(value) % 2 == 0 and _HEX.issuperset(value):
-        return bytes.fromhex(value.decode("ascii"))
+        return binascii.a2b_hex(value)
+    if value[-1:] == b'"' and _HEX.issuperset(value[:-1]) and len(value) % 2:
+        return binascii.a2b_hex(value[:-1])  # hex with a stray closing quote, as some logs have after key=
     return value  # neither: keep what the log says
 
 
 def record_text(value):
+    """A string value (comm, exe, cwd, key, ...) as text in decode_name's encoding; None when unset."""
     if value is None:
         return None
     if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1:
-        return value[1:-1].decode("utf-8", "backslashreplace")
+        return decode_name(value[1:-1])
     raw = _untrusted(value)
     return decode_name(raw) if raw is not None else None
+
+
+def _unquoted(value):
+    """A value the kernel writes bare, without the quotes a log converter may have added."""
+    if value is not None and value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1:
+        return value[1:-1]
+    return value
 
 
 def _int(value, base=10):
@@ -111,6 +131,8 @@ def _int(value, base=10):
     try:
         return int(value, base)
     except ValueError:
+        if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 2:
+            return _int(value[1:-1], base)  # quoted by a log converter
         return None
 
 
@@ -119,6 +141,14 @@ def record_id(value):
     if number is None or number == UNSET_ID or number == -1:
         return None
     return number
+
+
+def _decode_all(raws):
+    """decode_name of each piece in one call: joined on NUL, which no argument or name can hold."""
+    joined = b"\0".join(raws)
+    if joined.count(0) == len(raws) - 1:  # 0: NUL
+        return decode_name(joined).split("\0")
+    return [decode_name(raw) for raw in raws]  # a damaged log with NUL inside a value
 
 
 _TOKEN = re.compile(rb"(?<!\S)([^\s=]+)=(\S*)")
@@ -138,6 +168,8 @@ def record_fields(body):
     return fields
 
 
+# ---------------------------------------------------------------- the SYSCALL record
+
 # The SYSCALL record as the kernel writes it (audit_log_exit); anything else takes the generic path.
 _SYSCALL_RE = re.compile(
     rb" ?arch=(\S+) syscall=(\S+) (?:success=(\S+) exit=(\S+) )?a0=(\S+) a1=(\S+) a2=(\S+) a3=(\S+) "
@@ -145,6 +177,7 @@ _SYSCALL_RE = re.compile(
     rb"egid=(\S+) sgid=\S+ fsgid=\S+ tty=(\S+) ses=(\S+) comm=(\S+) exe=(\S+)(?: subj=\S+)? key=(\S+)\s*$")
 _SYSCALL_KEYS = (b"arch", b"syscall", b"success", b"exit", b"a0", b"a1", b"a2", b"a3", b"ppid", b"pid",
                  b"auid", b"uid", b"gid", b"euid", b"suid", b"egid", b"tty", b"ses", b"comm", b"exe", b"key")
+_SUCCESS = {b"yes": True, b"no": False, b'"yes"': True, b'"no"': False}
 _ARCH_CODES = {}
 _SYSCALL_CACHE = {}  # (arch bytes, syscall bytes) -> (arch, abi, number, name)
 
@@ -163,6 +196,53 @@ def _arch(value):
     return known
 
 
+def _syscall_of(arch_v, nr_v, enriched):
+    """(arch, abi, number, name) of a SYSCALL record not in the cache; the name is None when neither the
+    table nor the log knows it (only known names are cached)."""
+    arch, abi, _ = _arch(arch_v) if arch_v is not None else (None, None, None)
+    nr = _int(nr_v)
+    known = (arch, abi, nr, syscall_name(arch, nr))
+    if known[3] is not None and len(_SYSCALL_CACHE) < 256:
+        _SYSCALL_CACHE[(arch_v, nr_v)] = known
+    if known[3] is None and enriched:  # ENRICHED logs name every syscall after the 0x1d separator
+        at = enriched.find(b"SYSCALL=")
+        if at >= 0:
+            name = enriched[at + 8:].split(None, 1)[0].decode("ascii", "replace") or None
+            return known[:3] + (name,)
+    return known
+
+
+def _rule_keys(key_v, keys):
+    """(the key that matters, all keys) of key=: ours when one of several keys on the rule is ours."""
+    if key_v is None:
+        return None, []
+    if key_v[:1] == b'"' and key_v[-1:] == b'"' and len(key_v) > 1:
+        raw_key = key_v[1:-1]
+    else:
+        raw_key = _untrusted(key_v)
+        if raw_key is None:
+            return None, []
+    if b"\x01" in raw_key:  # several keys on one rule
+        event_keys = [decode_name(k) for k in raw_key.split(b"\x01")]
+        return next((k for k in event_keys if k in keys), event_keys[0]), event_keys
+    key = decode_name(raw_key)
+    return key, [key]
+
+
+def _numbers_one_by_one(values, stats):
+    """(args, exit, pid, ppid, uid, auid, euid, suid, gid, egid, ses) of a SYSCALL record with a damaged,
+    quoted or missing number, field by field: what is there but cannot be read is None (counted)."""
+    (_, _, _, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v, egid_v, _, ses_v,
+     _, _, _) = values
+    raws = (a0, a1, a2, a3, exit_v, pid_v, ppid_v, uid_v, auid_v, euid_v, suid_v, gid_v, egid_v, ses_v)
+    numbers = [_int(raw, 16) for raw in raws[:4]] + [_int(raw) for raw in raws[4:]]
+    stats.damaged_values += sum(1 for raw, number in zip(raws, numbers) if raw is not None and number is None)
+    args = tuple(numbers[:4])
+    exit_value, pid, ppid, uid, auid, euid, suid, gid, egid, ses = numbers[4:]
+    return (args, exit_value, pid, ppid, uid, None if auid in (UNSET_ID, -1) else auid, euid, suid, gid, egid,
+            None if ses in (UNSET_ID, -1) else ses)
+
+
 def _signed32(value):
     if value is None:
         return None
@@ -170,16 +250,82 @@ def _signed32(value):
     return value - (1 << 32) if value & 0x80000000 else value
 
 
+def _signal_and_target(name, args, success, exit_value):
+    """(signal, target_pid, target_tid, child_pid) as the syscall's arguments and result say."""
+    if name in _KILL_A1:
+        if name == "kill":
+            return args[1], _signed32(args[0]), None, None
+        if name == "tkill":
+            return args[1], None, args[0], None
+        if name == "rt_sigqueueinfo":
+            return args[1], args[0], None, None
+        return args[1], None, None, None  # pidfd_send_signal: the target is its OBJ_PID
+    if name in _KILL_A2:
+        return args[2], args[0], args[1], None
+    if name in _FORKS and success and exit_value:
+        return None, None, None, exit_value
+    return None, None, None, None
+
+
+# ---------------------------------------------------------------- the other records
+
+def _sort_records(records):
+    """(SYSCALL body, [EXECVE bodies], CWD body, PROCTITLE body, [OBJ_PID bodies]) of one event."""
+    syscall_body = cwd = title = None
+    execve = []
+    obj_pids = []
+    for rtype, body in records:
+        if rtype == b"SYSCALL":
+            if syscall_body is None:
+                syscall_body = body
+        elif rtype == b"EXECVE":
+            execve.append(body)
+        elif rtype == b"CWD":
+            cwd = body
+        elif rtype == b"PROCTITLE":
+            title = body
+        elif rtype == b"OBJ_PID":
+            obj_pids.append(body)
+    return syscall_body, execve, cwd, title, obj_pids
+
+
+def _targets(obj_pids):
+    targets = []
+    for body in obj_pids:
+        f = record_fields(body)
+        targets.append({"pid": _int(f.get(b"opid")), "auid": record_id(f.get(b"oauid")),
+                        "uid": record_id(f.get(b"ouid")), "ses": record_id(f.get(b"oses")),
+                        "comm": record_text(f.get(b"ocomm"))})
+    return targets
+
+
+def _cwd(body):
+    value = body.partition(b"\x1d")[0].strip()
+    return record_text(value[4:]) if value[:4] == b"cwd=" else record_text(record_fields(body).get(b"cwd"))
+
+
+def _argv(title):
+    """(argv, argv_source, argc, argv_complete, proctitle) from the PROCTITLE, for an event without EXECVE."""
+    if title is not None:
+        raw_title = _untrusted(record_fields(title).get(b"proctitle", b""))
+        if raw_title:
+            proctitle = decode_name(raw_title.rstrip(b"\0")).split("\0")
+            return proctitle, "proctitle", None, False, proctitle  # the kernel keeps 128 bytes
+    return None, None, None, False, None
+
+
 def _assemble_execve(bodies):
     """(argv, argc, complete) from one or more EXECVE records: argc, aN, and aN_len with aN[i] pieces."""
-    if len(bodies) == 1:  # the usual single record "argc=N a0=.. a1=.." (the kernel writes them in order)
+    # The usual single record "argc=N a0=.. a1=..", in order; no "[" (91: an int is searched for by memchr).
+    if len(bodies) == 1:
         body = bodies[0]
         tokens = body.partition(b"\x1d")[0].split()
-        if tokens and tokens[0][:5] == b"argc=" and b"[" not in body and tokens[0][5:] == b"%d" % (len(tokens) - 1):
+        if tokens and tokens[0][:5] == b"argc=" and 91 not in body and tokens[0][5:] == b"%d" % (len(tokens) - 1):
             values = [token.partition(b"=") for token in tokens[1:]]
             if all(key[:1] == b"a" for key, _, _ in values):
-                return ([(value[1:-1] if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1 else (_untrusted(value) or b"")).decode(
-                    "utf-8", "backslashreplace") for _, _, value in values], len(values), True)
+                return (_decode_all([value[1:-1] if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1
+                                     else (_untrusted(value) or b"") for _, _, value in values]),
+                        len(values), True)
     argc = None
     whole = {}
     pieces = {}
@@ -195,16 +341,19 @@ def _assemble_execve(bodies):
                     if index is not None and part is not None:
                         pieces.setdefault(index, {})[part] = _untrusted(value) or b""
                 elif name.isdigit():
-                    whole[int(name)] = value[1:-1] if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1 \
-                        else (_untrusted(value) or b"")
+                    whole[int(name)] = _untrusted(value) or b""
                 # aN_len: the pieces carry the data
     if argc is None and not whole and not pieces:
         return None, None, False
+    return _join_pieces(argc, whole, pieces)
+
+
+def _join_pieces(argc, whole, pieces):
     count = max(max(whole, default=-1), max(pieces, default=-1)) + 1
     if argc is not None:
         count = min(count, argc)
     complete = argc is not None and count == argc
-    argv = []
+    raws = []
     for index in range(count):
         value = whole.get(index)
         if value is None:
@@ -216,27 +365,15 @@ def _assemble_execve(bodies):
                 if order != list(range(len(order))):
                     complete = False
                 value = b"".join(parts[i] for i in order)
-        argv.append(value.decode("utf-8", "backslashreplace"))  # as decode_name, without a call per argument
-    return argv, argc, complete
+        raws.append(value)
+    return (_decode_all(raws) if raws else []), argc, complete
 
 
-def build_event(serial, time_ns, records, keys, syscalls, stats, source):
-    syscall_body = None
-    execve = []
-    cwd = title = None
-    obj_pids = []
-    for rtype, body in records:
-        if rtype == b"SYSCALL":
-            if syscall_body is None:
-                syscall_body = body
-        elif rtype == b"EXECVE":
-            execve.append(body)
-        elif rtype == b"CWD":
-            cwd = body
-        elif rtype == b"PROCTITLE":
-            title = body
-        elif rtype == b"OBJ_PID":
-            obj_pids.append(body)
+# ---------------------------------------------------------------- the event
+
+def build_event(serial, time_ns, records, keys, syscalls, stats, source, node=None, forced=False):
+    """The AuditEvent of one stamp's records; None (counted) without a SYSCALL record or for other rules."""
+    syscall_body, execve, cwd, title, obj_pids = _sort_records(records)
     if syscall_body is None:
         stats.incomplete_events += 1
         return None
@@ -247,96 +384,52 @@ def build_event(serial, time_ns, records, keys, syscalls, stats, source):
     else:
         fields = record_fields(raw)
         values = tuple(fields.get(key) for key in _SYSCALL_KEYS)
-    (arch_v, nr_v, success_v, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v,
-     egid_v, tty_v, ses_v, comm_v, exe_v, key_v) = values
-
+    (arch_v, nr_v, success_v, _, _, _, _, _, _, _, _, _, _, _, _, _, tty_v, _, comm_v, exe_v, key_v) = values
     known = _SYSCALL_CACHE.get((arch_v, nr_v))
-    if known is None:
-        arch, abi, _ = _arch(arch_v) if arch_v is not None else (None, None, None)
-        nr = _int(nr_v)
-        known = (arch, abi, nr, syscall_name(arch, nr))
-        if known[3] is not None and len(_SYSCALL_CACHE) < 256:
-            _SYSCALL_CACHE[(arch_v, nr_v)] = known
-    arch, abi, nr, name = known
-    if name is None and enriched:  # ENRICHED logs name every syscall after the 0x1d separator
-        at = enriched.find(b"SYSCALL=")
-        if at >= 0:
-            name = enriched[at + 8:].split(None, 1)[0].decode("ascii", "replace") or None
-    if key_v is not None and key_v[:1] == b'"' and key_v[-1:] == b'"' and len(key_v) > 1:
-        raw_key = key_v[1:-1]
-    else:
-        raw_key = _untrusted(key_v) if key_v is not None else None
-    if raw_key is None:
-        event_keys = []
-        key = None
-    elif b"\x01" in raw_key:  # several keys on one rule
-        event_keys = [decode_name(k) for k in raw_key.split(b"\x01")]
-        key = next((k for k in event_keys if k in keys), event_keys[0])
-    else:
-        key = decode_name(raw_key)
+    arch, abi, nr, name = known if known is not None else _syscall_of(arch_v, nr_v, enriched)
+    # The usual case without a call: one quoted key (no \x01 between keys; an int is searched for by memchr).
+    if key_v is not None and key_v[:1] == b'"' and key_v[-1:] == b'"' and len(key_v) > 1 and 1 not in key_v:
+        key = decode_name(key_v[1:-1])
         event_keys = [key]
+    else:
+        key, event_keys = _rule_keys(key_v, keys)
     if key not in keys and name not in syscalls:
         stats.foreign_events += 1
         return None
 
-    try:  # the common case in one go; a damaged number falls back to field-by-field
+    (_, _, _, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v, egid_v, _, ses_v,
+     _, _, _) = values
+    try:  # the common case in one go; a damaged, quoted or missing number falls back to field-by-field
         args = (int(a0, 16), int(a1, 16), int(a2, 16), int(a3, 16))
         exit_value = int(exit_v) if exit_v is not None else None
-        pid, ppid = int(pid_v), int(ppid_v)
-        uid, auid, euid, suid, gid, egid, ses = (int(uid_v), int(auid_v), int(euid_v), int(suid_v), int(gid_v),
-                                                 int(egid_v), int(ses_v))
+        pid, ppid, uid, auid, euid, suid, gid, egid, ses = (int(pid_v), int(ppid_v), int(uid_v), int(auid_v),
+                                                            int(euid_v), int(suid_v), int(gid_v), int(egid_v),
+                                                            int(ses_v))
         if auid == UNSET_ID:
             auid = None
         if ses == UNSET_ID:
             ses = None
     except (TypeError, ValueError):
-        args = (_int(a0, 16), _int(a1, 16), _int(a2, 16), _int(a3, 16))
-        exit_value, pid, ppid = _int(exit_v), _int(pid_v), _int(ppid_v)
-        uid, auid, euid, suid, gid, egid, ses = (_int(uid_v), record_id(auid_v), _int(euid_v), _int(suid_v),
-                                                 _int(gid_v), _int(egid_v), record_id(ses_v))
-    success = success_v == b"yes" if success_v is not None else None
-    signal = target_pid = target_tid = child_pid = None
-    if name in _KILL_A1:
-        signal = args[1]
-        if name == "kill":
-            target_pid = _signed32(args[0])
-        elif name == "tkill":
-            target_tid = args[0]
-        elif name == "rt_sigqueueinfo":
-            target_pid = args[0]
-    elif name in _KILL_A2:
-        signal = args[2]
-        target_pid, target_tid = args[0], args[1]
-    elif name in _FORKS and success and exit_value:
-        child_pid = exit_value
-
-    targets = []
-    for body in obj_pids:
-        f = record_fields(body)
-        targets.append({"pid": _int(f.get(b"opid")), "auid": record_id(f.get(b"oauid")), "uid": record_id(f.get(b"ouid")),
-                        "ses": record_id(f.get(b"oses")), "comm": record_text(f.get(b"ocomm"))})
+        args, exit_value, pid, ppid, uid, auid, euid, suid, gid, egid, ses = _numbers_one_by_one(values, stats)
+    success = _SUCCESS.get(success_v) if success_v is not None else None
+    if success is None and success_v is not None:
+        stats.damaged_values += 1
+    signal, target_pid, target_tid, child_pid = _signal_and_target(name, args, success, exit_value)
+    targets = _targets(obj_pids) if obj_pids else []
     if name == "pidfd_send_signal" and targets:
         target_pid = targets[0]["pid"]
-
-    if cwd is not None:
-        value = cwd.partition(b"\x1d")[0].strip()
-        cwd = record_text(value[4:]) if value[:4] == b"cwd=" else record_text(record_fields(cwd).get(b"cwd"))
-    proctitle = None
     if execve:
         argv, argc, complete = _assemble_execve(execve)
-        argv_source = "execve" if argv is not None else None
-    else:
-        argv, argc, complete, argv_source = None, None, False, None
-    if argv is None and title is not None:
-        raw_title = _untrusted(record_fields(title).get(b"proctitle", b""))
-        if raw_title:
-            proctitle = [decode_name(part) for part in raw_title.rstrip(b"\0").split(b"\0")]
-            argv, argv_source, complete = proctitle, "proctitle", False  # the kernel keeps 128 bytes
-
+        argv_source, proctitle = "execve", None
+    if not execve or argv is None:
+        argv, argv_source, argc, complete, proctitle = _argv(title)
+    if tty_v is not None and tty_v[:1] == b'"':
+        tty_v = _unquoted(tty_v)
     tty = tty_v.decode("ascii", "backslashreplace") if tty_v not in (None, b"(none)") else None
     stats.events += 1
     return _new_event(AuditEvent, (
         serial, time_ns, key, event_keys, name, nr, arch, abi, success, exit_value, pid, ppid, uid, auid, euid,
-        suid, gid, egid, ses, tty, record_text(comm_v), record_text(exe_v), cwd, argv, argv_source, argc, complete,
-        proctitle, targets, args, signal, target_pid, target_tid, child_pid, len(records), source))
-
+        suid, gid, egid, ses, tty, record_text(comm_v), record_text(exe_v),
+        _cwd(cwd) if cwd is not None else None, argv, argv_source, argc, complete, proctitle, targets, args,
+        signal, target_pid, target_tid, child_pid, len(records), source, decode_name(node) if node else None,
+        forced))

@@ -324,7 +324,7 @@ class Lineage:
         if comm is None:
             # The kernel names the task after the last path component of the exec'd file, cut to 15 bytes.
             base = filename.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[:15]
-            comm = base.decode("utf-8", "backslashreplace")
+            comm = decode_name(base) if 92 not in base else decode_name(filename.rsplit("/", 1)[-1], limit=15)  # 92: backslash
         proc.comm = comm
         proc.argv = argv
         proc.facts_from = dict(proc.facts_from, comm=source, exe=source, argv=source if argv is not None else None)

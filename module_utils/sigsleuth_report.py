@@ -15,7 +15,7 @@ import re
 from ansible.module_utils.sigsleuth_clock import iso_utc
 from ansible.module_utils.sigsleuth_lineage import RESULTS
 from ansible.module_utils.sigsleuth_loss import kill_gaps
-from ansible.module_utils.sigsleuth_vocabulary import SOURCE_AUDIT, signal_name
+from ansible.module_utils.sigsleuth_vocabulary import SOURCE_AUDIT, decode_name, name_bytes, signal_name
 
 SCHEMA_VERSION = "1.2.0"
 # What audit alone never records: these kills are missing from an audit-only report, not "unknown".
@@ -77,10 +77,14 @@ def main_cgroup(proc):
 @functools.lru_cache(maxsize=4096)
 def resolved_exe(path):
     """The file an exec'd path names, symlinks resolved (/bin/sh -> /usr/bin/dash), as /proc/PID/exe and audit
-    show it. The trace records the path as passed to exec; a path that no longer exists is kept as it is."""
-    if not path or not path.startswith("/") or not os.path.exists(path):
+    show it. The trace records the path as passed to exec; a path that no longer exists is kept as it is.
+    The path is looked up by the bytes its text stands for (vocabulary.decode_name's encoding)."""
+    if not path or not path.startswith("/"):
         return path
-    return os.path.realpath(path)
+    raw = name_bytes(path)
+    if not os.path.exists(raw):
+        return path
+    return decode_name(os.path.realpath(raw))
 
 
 def kill_dict(kill, clock, losses):

@@ -10,6 +10,9 @@ a name can never move a pid, a signal number or a result.
 
 A name holding a newline splits a record over two lines; the parser joins the pieces back when the first
 piece's payload is incomplete and the second has no header of its own.
+
+Memory is bounded by the read size and MAX_LINE: a longer line is skipped and counted wherever the reads cut
+it. A saved copy with CRLF line ends (its first line says so) is read as if its line ends were LF.
 """
 
 from __future__ import annotations
@@ -33,12 +36,17 @@ EVIDENCE_SYSCALLS = ("prlimit64", "setrlimit", "openat", "open", "openat2")
 # A record header: TASK-TID (TGID) [CPU] FLAGS SECONDS.MICROS: EVENT. The kernel prints TASK with "%16s" and a
 # task name has at most 15 bytes, so TASK is exactly 16 bytes in a well-formed line; matching starts at the "-"
 # after it (a literal the regex engine finds fast) and the 16 bytes before it are checked by position.
-_RECORD = re.compile(
-    rb"-(\d+) +(?:\( *([\d-]+)\) +)?\[(\d+)\] +\S+ +(\d+\.\d{6}): (\w+(?:: |\(| -> ))([^\n]*)"
-)
 TASK_WIDTH = 16
 # Where a line does not start with exactly TASK_WIDTH bytes of task name, the header may sit this far in.
 MAX_TASK_WIDTH = 32
+# The kernel prints one event into a page (4 KB): a longer line is garbage, skipped and counted. Every part of
+# _RECORD is bounded so that it never matches a longer line either, whatever the read size.
+MAX_LINE = 1 << 16
+_HEADER_MAX = 256  # the longest header _RECORD takes, from the "-" to the payload (232 bytes)
+_RECORD = re.compile(
+    rb"-(\d{1,10}) {1,16}(?:\( {0,16}([\d-]{1,10})\) {1,16})?\[(\d{1,6})\] {1,16}\S{1,16} {1,16}(\d{1,12}\.\d{6}): "
+    rb"(\w{1,64}(?:: |\(| -> ))([^\n]{0,%d})\n" % (MAX_LINE - MAX_TASK_WIDTH - _HEADER_MAX)
+)
 _ENTRIES = re.compile(rb"entries-in-buffer/entries-written: (\d+)/(\d+)")
 _LOST = re.compile(rb"CPU:(\d+) \[LOST (\d+) EVENTS\]")
 _CPU_STARTED = re.compile(rb"##### CPU (\d+) buffer started ####")
@@ -59,6 +67,8 @@ class TraceStats:
         self.lines = 0
         self.events = 0
         self.malformed = 0          # lines that are neither records, comments nor markers, or broken records
+        self.skipped_bytes = 0      # bytes of lines longer than MAX_LINE (each also counts as malformed)
+        self.crlf = False           # True when the line ends were CRLF (a saved copy) and were read as LF
         self.foreign = 0            # well-formed records of events we do not read
         self.lost_events = 0        # sum of "LOST N EVENTS" markers
         self.lost_markers = []      # (cpu, count, ts_ns of the next record or None)
@@ -74,10 +84,12 @@ class TraceStats:
             "lines_read": self.lines,
             "events_read": self.events,
             "lines_skipped": self.malformed,
+            "bytes_skipped": self.skipped_bytes,
             "foreign_events": self.foreign,
             "lost_events_marked": self.lost_events,
             "entries_in_buffer": self.entries_in_buffer,
             "entries_written": self.entries_written,
+            **({"line_ends": "crlf"} if self.crlf else {}),
         }
 
 
@@ -254,25 +266,13 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
     finditer = _RECORD.finditer
     first_ts = stats.first_ts_per_cpu
     pending = None  # a record whose payload was cut by a newline inside a name
-    carry = b""
     last_ts = None
     cpus = {}  # CPU column bytes -> number; the first record of each CPU sets its first timestamp
-    while True:
-        chunk = stream.read(chunk_size)
-        if chunk:
-            stats.bytes += len(chunk)
-            cut = chunk.rfind(b"\n")
-            if cut < 0:
-                carry += chunk
-                continue
-            text = carry + chunk[:cut + 1]
-            carry = chunk[cut + 1:]
-        elif carry:
-            text = carry + b"\n"  # a truncated last line: parsed as far as it goes, a torn record is rejected
-            carry = b""
-        else:
-            break
-        stats.lines += text.count(b"\n")
+    skipped = stats.skipped_bytes
+    for text in _texts(stream, stats, chunk_size):
+        if pending is not None and stats.skipped_bytes != skipped:
+            pending = None  # a split record never goes on past a line skipped between reads
+            stats.malformed += 1
         position = 0
         for m in finditer(text):
             start = m.start()
@@ -282,12 +282,10 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
                 for item in _between(text, position, start, stats, pending):
                     yield item
                 pending = None
-                newline = text.rfind(b"\n", position, start)
-                if start - (newline + 1 if newline >= 0 else position) > MAX_TASK_WIDTH:
-                    stats.malformed += 1  # a header buried deep in a line is not a record start
-                    position = m.end() + 1
+                if _buried(text, position, m, stats):
+                    position = m.end()
                     continue
-            position = m.end() + 1
+            position = m.end()
             tid, tgid, cpu, stamp, name, payload = m.groups()
             entry = parsers.get(name)
             if entry is None:
@@ -315,8 +313,77 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
             for item in _between(text, position, len(text), stats, pending, before_record=False):
                 yield item
             pending = None
+        skipped = stats.skipped_bytes
     if pending is not None:
         stats.malformed += 1
+
+
+def _texts(stream, stats, chunk_size):
+    """The stream's complete lines, a read at a time, with LF line ends; counts lines, skips over-long ones.
+
+    What is held over from one read to the next never grows past MAX_LINE. Whether the line ends are CRLF is
+    decided once, by the first line, so a name ending in CR in an LF trace keeps it.
+    """
+    carry = b""
+    skipping = False  # inside an over-long line: skip up to its newline
+    crlf = None
+    while True:
+        chunk = stream.read(chunk_size)
+        if chunk:
+            stats.bytes += len(chunk)
+            if skipping:
+                chunk, skipping = _skip_rest_of_line(chunk, stats)
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                carry += chunk
+                text = None
+            else:
+                text = carry + chunk[:cut + 1]
+                carry = chunk[cut + 1:]
+            if len(carry) > MAX_LINE:
+                stats.malformed += 1
+                stats.skipped_bytes += len(carry)
+                carry = b""
+                skipping = True
+            if text is None:
+                continue
+        elif carry:
+            text = carry + b"\n"  # a truncated last line: parsed as far as it goes, a torn record is rejected
+            carry = b""
+        else:
+            stats.lines += skipping  # an over-long line cut off by the end
+            break
+        if crlf is None:
+            first = text.find(b"\n")
+            crlf = stats.crlf = first > 0 and text[first - 1] == 13  # 13 is "\r"
+        if crlf:
+            text = text.replace(b"\r\n", b"\n")
+        stats.lines += text.count(b"\n")
+        yield text
+
+
+def _skip_rest_of_line(chunk, stats):
+    """(what follows the over-long line's end in chunk, whether the line goes on past it)."""
+    end = chunk.find(b"\n")
+    if end < 0:
+        stats.skipped_bytes += len(chunk)
+        return b"", True
+    stats.skipped_bytes += end
+    stats.lines += 1
+    return chunk[end + 1:], False
+
+
+def _buried(text, position, match, stats):
+    """True (counted) when a header was found deep inside a line: not the start of a record."""
+    start = match.start()
+    newline = text.rfind(b"\n", position, start)
+    line_start = newline + 1 if newline >= 0 else position
+    if start - line_start <= MAX_TASK_WIDTH:
+        return False
+    stats.malformed += 1
+    if match.end() - 1 - line_start > MAX_LINE:
+        stats.skipped_bytes += match.end() - 1 - line_start
+    return True
 
 
 def _between(text, begin, end, stats, pending, before_record=True):
@@ -332,6 +399,13 @@ def _between(text, begin, end, stats, pending, before_record=True):
     lines.pop()
     for line in lines:
         if not line:
+            continue
+        if len(line) > MAX_LINE:
+            if pending is not None:  # a split record never goes on past a skipped line
+                pending = None
+                stats.malformed += 1
+            stats.malformed += 1
+            stats.skipped_bytes += len(line)
             continue
         if pending is not None:
             entry, ts, cpu, tid, tgid, payload = pending

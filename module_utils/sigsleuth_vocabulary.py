@@ -7,6 +7,7 @@ process becomes text."""
 
 from __future__ import annotations
 
+import re
 import signal
 
 # ---------------------------------------------------------------- signals
@@ -121,10 +122,36 @@ SOURCE_PROC = "proc"          # a fact read from /proc of the live process at co
 SOURCE_INHERITED = "inherited"  # a fact copied from the parent at fork
 
 # ---------------------------------------------------------------- names
+# A name is bytes chosen by a process. As text it reads as UTF-8 with two escapes, which make the text say
+# exactly which bytes it was: a byte that is not part of valid UTF-8 becomes \xNN (lower-case hex) and a
+# literal backslash becomes \\. So k\xffill (a 0xff byte) never reads like k\\xffill (a backslash, then "xff").
+# The report's schema documents the same encoding.
+
+_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
 
 
-def decode_name(raw):
-    """Kernel names are bytes chosen by the process: keep them as data, never fail on them."""
-    if isinstance(raw, str):
-        return raw
-    return raw.decode("utf-8", "backslashreplace")
+def decode_name(raw, limit=None):
+    """A kernel name (bytes) as text, escaped as above; never fails.
+
+    Text is taken as already decoded. ``limit`` keeps the name's first ``limit`` bytes, as the kernel cuts a
+    task name (text is cut by the bytes it stands for, never inside an escape).
+    """
+    if limit is None:
+        try:
+            if 92 not in raw:  # 92 is "\\" (an int is found by memchr); the handler only runs on non-UTF-8
+                return raw.decode("utf-8", "backslashreplace")
+        except TypeError:  # text, already decoded
+            return raw
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    return decode_name((name_bytes(raw) if isinstance(raw, str) else bytes(raw))[:limit])
+
+
+def _unescape(match):
+    escape = match.group(1)
+    return b"\\" if escape == b"\\" else bytes((int(escape[1:], 16),))
+
+
+def name_bytes(text):
+    """The bytes decode_name made ``text`` from (its inverse); a backslash that starts no escape is kept."""
+    raw = text.encode("utf-8", "surrogateescape")
+    return _ESCAPE.sub(_unescape, raw) if 92 in raw else raw
