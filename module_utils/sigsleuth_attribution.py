@@ -245,40 +245,30 @@ def rlimit_mechanism(rlimits):
 
 
 class EvidenceWindow:
-    """Short-lived facts around sends: kill-family syscalls in flight and recent exits (per thread), recent
-    opens of a cgroup.kill file (per process: the writer may be another thread of the opener)."""
+    """Short-lived facts around sends (syscall precision): kill-family syscalls in flight, per thread, and
+    recent opens of a cgroup.kill file, per process (the writer may be another thread of the opener). Recent
+    thread exits are lifecycle: the lineage keeps them."""
 
     def __init__(self):
-        self.in_kill_syscall = {}                        # tid -> (syscall, args) between entry and exit
-        self.exited_tids = collections.OrderedDict()     # tid -> ts of its exit, the newest RECENT_LIMIT
-        self.cgroup_kill_opens = collections.OrderedDict()  # tgid -> ts of its last open of a cgroup.kill
+        self.in_kill_syscall = {}                           # tid -> (syscall, args) between entry and exit
+        self.cgroup_kill_opens = collections.OrderedDict()  # process key -> ts of its last open of a cgroup.kill
 
     def syscall_entered(self, tid, syscall, args):
         self.in_kill_syscall[tid] = (syscall, args)
 
     def syscall_exited(self, tid):
+        """The syscall's exit, or the thread's: it is in no kill-family syscall any more."""
         self.in_kill_syscall.pop(tid, None)
 
-    def thread_exited(self, tid, ts):
-        self.in_kill_syscall.pop(tid, None)
-        remember(self.exited_tids, tid, ts)
-
-    def thread_reused(self, tid):
-        """A fork handed out tid again: what its old owner did is no evidence for the newcomer."""
-        self.exited_tids.pop(tid, None)
-        self.cgroup_kill_opens.pop(tid, None)
-
-    def cgroup_kill_opened(self, tgid, ts):
-        remember(self.cgroup_kill_opens, tgid, ts)
+    def cgroup_kill_opened(self, key, ts):
+        remember(self.cgroup_kill_opens, key, ts)
 
     def around(self, evidence, ts, signal):
         """Fill in what this window knows about the current thread of a send at ts."""
-        tid = evidence.current_tid
-        syscall = self.in_kill_syscall.get(tid)
+        syscall = self.in_kill_syscall.get(evidence.current_tid)
         if syscall is not None and syscall[1].get("sig") == signal:
             evidence.syscall, evidence.syscall_args = syscall
-        evidence.thread_exiting = tid in self.exited_tids
-        opened = self.cgroup_kill_opens.get(evidence.current.pid) if evidence.current is not None else None
+        opened = self.cgroup_kill_opens.get(evidence.current.key) if evidence.current is not None else None
         evidence.opened_cgroup_kill = opened is not None and ts - opened <= OPEN_WINDOW_NS
         return evidence
 

@@ -47,6 +47,7 @@ OWN_SOURCES = frozenset((SOURCE_TRACE, SOURCE_AUDIT, SOURCE_SNAPSHOT, SOURCE_PRO
 # One incarnation's identity: its pid (thread group id), its start (boot ns; None while unknown) and the
 # lineage's serial number for it, which keeps two incarnations apart even when the start is unknown.
 ProcessKey = collections.namedtuple("ProcessKey", "pid start_ns serial")
+_new_key = tuple.__new__  # a ProcessKey from a complete tuple, without namedtuple's per-field __new__ (per fork)
 # What a process was at the moment of a kill: later renames and execs do not change a kill's record.
 ProcessAtKill = collections.namedtuple("ProcessAtKill", "process comm exe argv")
 
@@ -62,8 +63,7 @@ class Process:
 
     def __init__(self, key, parent, comm, exe, source, known_since_ns):
         self.key = key
-        self.pid = key.pid
-        self.start_ns = key.start_ns
+        self.pid, self.start_ns = key[0], key[1]  # by index: a namedtuple's field access costs more (per fork)
         self.parent = parent
         self.comm = comm
         self.exe = exe
@@ -143,6 +143,7 @@ class Lineage:
         self.serials = serials if serials is not None else itertools.count(1)
         self._last_kill = {}      # (victim key, signal) -> Kill, to fold repeated sends
         self.recently_exited = collections.OrderedDict()  # pid -> exited Process, the newest few: a zombie holds its pid
+        self.exited_tids = collections.OrderedDict()  # tid -> ts of its exit, the newest few: a parent death comes next
         self._handlers = {
             FORK: self._on_fork,
             EXEC: self._on_exec,
@@ -164,7 +165,8 @@ class Lineage:
 
     def new_process(self, pid, start_ns, parent, comm, exe, source, known_since_ns):
         """A new incarnation of pid, linked to its parent and indexed as the pid's current one."""
-        proc = Process(ProcessKey(pid, start_ns, next(self.serials)), parent, comm, exe, source, known_since_ns)
+        proc = Process(_new_key(ProcessKey, (pid, start_ns, next(self.serials))), parent, comm, exe, source,
+                       known_since_ns)
         if parent is not None:
             parent.live_children += 1
         self.by_pid[pid] = proc
@@ -257,7 +259,7 @@ class Lineage:
             return None
         parent = self.process_of(parent_tid, parent_tgid, ts)
         self.thread_group.pop(child, None)
-        self.evidence.thread_reused(child)
+        self.exited_tids.pop(child, None)  # what its old owner did is no evidence for the newcomer
         self.recently_exited.pop(child, None)
         old = self.by_pid.get(child)
         if old is not None and not old.exited and self._same_as_forked(old, ts, source):
@@ -276,13 +278,18 @@ class Lineage:
             old.exited = True
             old.notes.append("its exit was not seen; pid %d was reused by a fork at boot+%.6fs" % (child, ts / 1e9))
             self._forget(old)
-        proc = self.new_process(child, ts, parent, parent.comm, parent.exe, source, ts)
+        # new_process() inline: this runs once per fork of the whole host.
+        proc = Process(_new_key(ProcessKey, (child, ts, next(self.serials))), parent, parent.comm, parent.exe,
+                       source, ts)
+        parent.live_children += 1
+        self.by_pid[child] = proc
         proc.argv = parent.argv
         proc.uid = parent.uid
         proc.rlimits, proc.rlimits_from = parent.rlimits, parent.rlimits_from
         proc.cgroup = parent.cgroup
         proc.memory_cgroup = parent.memory_cgroup
-        proc.facts_from = dict.fromkeys(IMAGE_FACTS, SOURCE_INHERITED)
+        proc.facts_from = {"comm": SOURCE_INHERITED, "exe": SOURCE_INHERITED, "argv": SOURCE_INHERITED,
+                           "uid": SOURCE_INHERITED}  # IMAGE_FACTS; a literal, as this runs once per fork
         return proc
 
     @staticmethod
@@ -324,7 +331,9 @@ class Lineage:
         if comm is None:
             # The kernel names the task after the last path component of the exec'd file, cut to 15 bytes.
             base = filename.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[:15]
-            comm = decode_name(base) if 92 not in base else decode_name(filename.rsplit("/", 1)[-1], limit=15)  # 92: backslash
+            # 92 is a backslash: without one, decode_name's own fast path, inline (this runs once per exec).
+            comm = base.decode("utf-8", "backslashreplace") if 92 not in base \
+                else decode_name(filename.rsplit("/", 1)[-1], limit=15)
         proc.comm = comm
         proc.argv = argv
         proc.facts_from = dict(proc.facts_from, comm=source, exe=source, argv=source if argv is not None else None)
@@ -349,7 +358,9 @@ class Lineage:
         leader = tgid if tgid is not None else self.thread_group.get(tid, tid)
         if group_dead is None:
             group_dead = tid == leader
-        self.evidence.thread_exited(tid, ts)
+        if self.syscalls_traced:
+            self.evidence.syscall_exited(tid)
+        remember(self.exited_tids, tid, ts)
         self.thread_group.pop(tid, None)
         if not group_dead:
             return
@@ -384,7 +395,8 @@ class Lineage:
 
     def _on_cgroup_kill_open(self, ts, tid, tgid, fields):
         # The kernel's filter recorded only opens of a cgroup.kill file: the opener may write "1" to it next.
-        self.evidence.cgroup_kill_opened(tgid if tgid is not None else self.thread_group.get(tid, tid), ts)
+        opener = self.process_of(tid, tgid, ts)
+        self.evidence.cgroup_kill_opened(opener.key, ts)
 
     def _on_cgroup_attach(self, ts, tid, tgid, fields):
         hierarchy, path, moved = fields
@@ -440,6 +452,7 @@ class Lineage:
         send = self.evidence.around(SendEvidence(code, current, tid, witnesses=["ftrace:signal_generate"],
                                                  syscalls_traced=self.syscalls_traced,
                                                  opens_traced=self.opens_traced, signal=sig), ts, sig)
+        send.thread_exiting = tid in self.exited_tids
         send.victim_is_current = current is victim
         send.victim_rlimit, send.victim_rlimit_from = rlimit_mechanism(victim.rlimits), victim.rlimits_from
         kill = Kill(ts_ns=ts, signal=sig, code=code, errno=errno, result=result, group=group, victim=victim,
