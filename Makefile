@@ -10,12 +10,12 @@ STAMP := $(VENV)/.installed
 LOCK := /run/sigsleuth-test.lock
 LOCKED := $(shell command -v flock >/dev/null 2>&1 && [ -w /run ] && echo flock $(LOCK))
 
-.PHONY: help venv demo test lint unit integration molecule clean
+.PHONY: help venv demo test lint unit integration molecule bench clean
 
 help:
 	@echo "make demo   - create .venv, arm this machine, replay the seed's mystery, print who killed the agent, disarm"
 	@echo "make test   - create .venv and run lint, unit tests, integration tests and molecule"
-	@echo "other targets: venv lint unit integration molecule clean"
+	@echo "other targets: venv lint unit integration molecule bench clean"
 
 venv: $(STAMP)
 
@@ -46,6 +46,11 @@ integration: venv
 
 molecule: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(LOCKED) $(BIN)/molecule test
+
+# Benchmarks arm this machine (they hold the lock themselves); CI runs none of them.
+bench: venv
+	$(BIN)/python bench/bench_overhead.py
+	$(BIN)/python bench/bench_retention.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ansible molecule/default/.cache
