@@ -65,16 +65,6 @@ class AuditWitness:
         return {index: match[1] for index, match in self.best.items()}
 
 
-def enrich_with_audit(lineage, events, offset_ns, loss_until_ns=None):
-    """Add audit's facts to the kills ftrace found; returns how many armed-signal kill events audit had
-    that no traced kill matches (a sign that the trace lost them)."""
-    witness = AuditWitness(lineage, offset_ns, loss_until_ns)
-    for event in events:
-        witness.feed(event)
-    witness.finish()
-    return len(witness.unmatched)
-
-
 def _match_kill(event, ts, by_sender, best):
     """Note the audited kill against each traced kill it may be; True when there was one."""
     matched = False
