@@ -31,7 +31,7 @@ def process_dict(proc, clock, at_kill=None, tid=None, facts=None):
 
     `at_kill` is the ProcessAtKill of the moment of the kill; `facts` are what audit knew of it then.
     """
-    _, comm, exe, argv = at_kill if at_kill is not None else proc.at_kill()
+    _key, comm, exe, argv = at_kill if at_kill is not None else proc.at_kill()
     entry = {
         "pid": proc.pid,
         "comm": comm,
