@@ -103,6 +103,34 @@ def test_ansible_doc_by_fqcn(installed):
         assert "%s.%s" % (COLLECTION, name) in out, out[:500]
 
 
+def test_a_project_using_the_role_and_a_module_by_fqcn_passes_lint(installed, tmp_path):
+    """The role copied out of this tree does not lint elsewhere (its modules do not resolve); from the
+    installed collection, by FQCN, it does, with the production profile."""
+    project = tmp_path / "lint-project"
+    project.mkdir()
+    (project / "site.yml").write_text("""---
+- name: Find who keeps killing the agent
+  hosts: all
+  become: true
+  tasks:
+    - name: Arm for SIGKILL and SIGTERM
+      ansible.builtin.include_role:
+        name: %(collection)s.sigsleuth
+      vars:
+        sigsleuth_action: arm
+        sigsleuth_signals: [KILL, TERM]
+
+    - name: Read the report directly
+      %(collection)s.sigsleuth_facts:
+        host: web1
+""" % {"collection": COLLECTION})
+    proc = subprocess.run([os.path.join(installed.venv_bin, "ansible-lint"), "--nocolor", "--offline", "--profile",
+                           "production", "site.yml"], cwd=str(project), env=installed.env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr
+
+
 def check_killer(report, truth):
     """The staged kill is in the report with the harness's sender and the sender's real ancestors."""
     expected = truth["kills"][0]
