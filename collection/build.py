@@ -62,7 +62,7 @@ class BuildError(Exception):
 # ---------------------------------------------------------------- metadata
 
 def galaxy_metadata(root=ROOT):
-    with open(os.path.join(root, "galaxy.yml")) as handle:
+    with open(os.path.join(root, "galaxy.yml"), encoding="utf-8") as handle:
         meta = yaml.safe_load(handle)
     for key in ("namespace", "name", "version"):
         if not meta.get(key):
@@ -99,7 +99,7 @@ def stem(path):
 
 def filter_names(path):
     """The keys of the dict FilterModule.filters() returns, read from the source without running it."""
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle:
         tree = ast.parse(handle.read(), path)
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == "filters":
@@ -259,12 +259,12 @@ def is_task_file(relative):
 
 def write(path, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as handle:
+    with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
 
 
 def read(path):
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle:
         return handle.read()
 
 
@@ -339,7 +339,7 @@ def assemble(root=ROOT, dest=None):
 
 def build_tarball(collection_root, output_dir, ansible_galaxy):
     proc = subprocess.run([ansible_galaxy, "collection", "build", "--force", "--output-path", output_dir,
-                           collection_root], capture_output=True, text=True)
+                           collection_root], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BuildError("ansible-galaxy collection build failed (rc %d):\n%s%s"
                          % (proc.returncode, proc.stdout, proc.stderr))

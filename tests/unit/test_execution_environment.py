@@ -90,8 +90,8 @@ def test_the_containerfile_installs_ansible_the_requirements_and_the_collection(
         pins["ansible-core"], pins["ansible-runner"]) in containerfile
     assert re.search(r"^COPY _build /build$", containerfile, re.M)
     assert re.search(r"ansible-galaxy collection install .*-r requirements.yml", containerfile)
-    assert (context / "_build" / "requirements.txt").read_text().split() == ["jinja2==%s" % pins["jinja2"],
-                                                                          "pyyaml==%s" % pins["pyyaml"]]
+    requirements = (context / "_build" / "requirements.txt").read_text().split()
+    assert requirements == ["jinja2==%s" % pins["jinja2"], "pyyaml==%s" % pins["pyyaml"]]
     assert "openssh-clients" in (context / "_build" / "bindep.txt").read_text()
 
 
