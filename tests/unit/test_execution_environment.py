@@ -97,8 +97,10 @@ def test_the_containerfile_installs_ansible_the_requirements_and_the_collection(
 
 def test_the_galaxy_stage_installs_the_collection(context, tmp_path):
     """What the image's galaxy stage runs (in /build, i.e. _build), here without a container."""
+    # Only the fresh path counts: a collection installed elsewhere on this machine must not satisfy it.
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path))
     proc = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "-r", "requirements.yml",
-                           "--collections-path", str(tmp_path)], cwd=str(context / "_build"),
+                           "--collections-path", str(tmp_path)], cwd=str(context / "_build"), env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = tmp_path / "ansible_collections" / "sigsleuth" / "sigsleuth" / "MANIFEST.json"
