@@ -10,11 +10,13 @@ STAMP := $(VENV)/.installed
 LOCK := /run/sigsleuth-test.lock
 LOCKED := $(shell command -v flock >/dev/null 2>&1 && [ -w /run ] && echo flock $(LOCK))
 
-.PHONY: help venv demo test lint unit integration molecule bench clean
+.PHONY: help venv demo test lint unit integration molecule bench clean collection sanity
 
 help:
 	@echo "make demo   - create .venv, arm this machine, replay the seed's mystery, print who killed the agent, disarm"
 	@echo "make test   - create .venv and run lint, unit tests, integration tests and molecule"
+	@echo "make collection - build the collection sigsleuth.sigsleuth under build/ and print the tarball's path"
+	@echo "make sanity - ansible-test sanity on the built collection (offline: see collection/sanity.py)"
 	@echo "other targets: venv lint unit integration molecule bench clean"
 
 venv: $(STAMP)
@@ -30,12 +32,13 @@ demo: venv
 
 # Lint and unit tests first: they are fast and arm nothing.
 test: venv
-	$(MAKE) lint unit
+	$(MAKE) lint unit sanity
 	$(MAKE) integration
 	$(MAKE) molecule
 
 lint: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint
+	$(BIN)/antsibull-changelog lint
 
 unit: venv
 	$(BIN)/pytest tests/unit
@@ -47,11 +50,20 @@ integration: venv
 molecule: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(LOCKED) $(BIN)/molecule test
 
+# The collection, assembled from this tree (collection/build.py); prints the tarball's path.
+collection: venv
+	$(BIN)/python collection/build.py
+
+# ansible-test sanity on the tarball as built, installed outside this tree; needs no download but the
+# package index's (collection/get_pip.py stands in for ansible-test's pip bootstrap script).
+sanity: venv
+	tarball=$$($(BIN)/python collection/build.py) && $(BIN)/python collection/sanity.py "$$tarball"
+
 # Benchmarks arm this machine (they hold the lock themselves); CI runs none of them.
 bench: venv
 	$(BIN)/python bench/bench_overhead.py
 	$(BIN)/python bench/bench_retention.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ansible molecule/default/.cache
+	rm -rf $(VENV) .pytest_cache .ansible molecule/default/.cache build .cache/ansible-test
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

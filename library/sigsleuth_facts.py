@@ -86,7 +86,7 @@ report:
       description: Version of the report's shape; minor versions only add optional fields.
       returned: always
       type: str
-      sample: "1.2.0"
+      sample: "1.3.0"
     host:
       description: O(host), or the target's hostname.
       returned: always
@@ -117,6 +117,21 @@ report:
       sample:
         snapshot: {armed: true, taken_at: "2026-11-26T06:55:00.100000Z", processes: 142}
         audit: {armed: false, reason: not armed}
+    producer:
+      description: What made the report - the collection and its version (since schema 1.3.0).
+      returned: always
+      type: dict
+      contains:
+        name:
+          description: The collection.
+          returned: always
+          type: str
+          sample: sigsleuth.sigsleuth
+        version:
+          description: The collection's version.
+          returned: always
+          type: str
+          sample: "1.0.0"
     kills:
       description:
         - One record per delivery of an armed signal - C(time), C(signal), C(victim), C(sender) (null when no

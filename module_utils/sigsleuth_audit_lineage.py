@@ -87,7 +87,7 @@ class AuditLineage:
         elif name in KILL_SYSCALLS and event.signal in self.lineage.signals:
             # Execs held for the sender and its victims happened before the kill: they come first.
             self._release(event.pid)
-            for victim_pid, _ in event.victims():
+            for victim_pid, _victim_name in event.victims():
                 self._release(victim_pid)
             self._kill(ts, event)
 
@@ -148,7 +148,7 @@ class AuditLineage:
         """The children proc forked after this exec and before its next one (by serial) that were read before
         the exec take its image, and pass it on to their own children unless they exec'd themselves."""
         acts = self._remember(proc, serial, None)
-        if serial is None or all(other is None or other < serial for other, _ in acts[:-1]):
+        if serial is None or all(other is None or other < serial for other, _act in acts[:-1]):
             return  # in log order: nothing of proc was read after this exec
         later_execs = [other for other, child in acts if child is None and other is not None and other > serial]
         todo = [(proc, serial, min(later_execs, default=None))]

@@ -200,8 +200,7 @@ def iter_audit_events(paths_or_log_file=None, since_ns=None, stats=None, keys=OU
         while opened:
             for handle, raw, info in opened:
                 try:
-                    for event in state.feed(handle, info["path"]):
-                        yield event
+                    yield from state.feed(handle, info["path"])
                 except OSError as exc:
                     stats.errors.append("reading %s failed: %s" % (info["path"], exc))
                 finally:
@@ -210,10 +209,9 @@ def iter_audit_events(paths_or_log_file=None, since_ns=None, stats=None, keys=OU
             if log_file is None or not follow_rotation:
                 break
             opened = _rotated_meanwhile(log_file, seen, stats)
-        for event in state.finish():
-            yield event
+        yield from state.finish()
     finally:
-        for _, raw, _ in opened:
+        for _handle, raw, _info in opened:
             raw.close()
         if since_ns is not None:
             stats.covers_since = skipped_old or (stats.earliest_ns is not None and stats.earliest_ns <= since_ns)
@@ -230,7 +228,7 @@ def _log_entries(paths_or_log_file, stats):
     if isinstance(paths_or_log_file, (str, bytes, os.PathLike)):
         log_file = os.fsdecode(paths_or_log_file)
         entries = audit_log_paths(log_file)
-        if not any(index == 0 for _, index in entries):
+        if not any(index == 0 for _path, index in entries):
             stats.errors.append("audit log %s does not exist" % log_file)
         return log_file, entries
     return None, [(os.fsdecode(path), None) for path in paths_or_log_file]
@@ -260,7 +258,7 @@ def _open_entries(entries, stats, cutoff):
 def _rotated_meanwhile(log_file, seen, stats):
     """Files that appeared since the directory was listed: they hold newer records (auditd rotated)."""
     opened = []
-    for path, _ in audit_log_paths(log_file):
+    for path, _index in audit_log_paths(log_file):
         item = _open_entry(path, stats, quiet=True)
         if item is None:
             continue
@@ -316,8 +314,7 @@ class _ParseState:
             found = _RECORD.findall(chunk)
             if len(found) != count:
                 _count_malformed(chunk, count - len(found), stats)
-            for event in self._group(found, source):
-                yield event
+            yield from self._group(found, source)
 
     def _group(self, found, source):
         """Yield the events that one chunk's records complete.
@@ -361,8 +358,7 @@ class _ParseState:
                 last_node, last_stamp = (node, stamp) if last is not False else (None, None)
                 ended = None
                 if ready:
-                    for event in ready:
-                        yield event
+                    yield from ready
                     del ready[:]
                 if last:
                     last[2].append((rtype, body))

@@ -199,7 +199,7 @@ def _arch(value):
 def _syscall_of(arch_v, nr_v, enriched):
     """(arch, abi, number, name) of a SYSCALL record not in the cache; the name is None when neither the
     table nor the log knows it (only known names are cached)."""
-    arch, abi, _ = _arch(arch_v) if arch_v is not None else (None, None, None)
+    arch, abi, _code = _arch(arch_v) if arch_v is not None else (None, None, None)
     nr = _int(nr_v)
     known = (arch, abi, nr, syscall_name(arch, nr))
     if known[3] is not None and len(_SYSCALL_CACHE) < 256:
@@ -232,8 +232,8 @@ def _rule_keys(key_v, keys):
 def _numbers_one_by_one(values, stats):
     """(args, exit, pid, ppid, uid, auid, euid, suid, gid, egid, ses) of a SYSCALL record with a damaged,
     quoted or missing number, field by field: what is there but cannot be read is None (counted)."""
-    (_, _, _, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v, egid_v, _, ses_v,
-     _, _, _) = values
+    (_arch_v, _nr_v, _success_v, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v, egid_v,
+     _tty_v, ses_v, _comm_v, _exe_v, _key_v) = values
     raws = (a0, a1, a2, a3, exit_v, pid_v, ppid_v, uid_v, auid_v, euid_v, suid_v, gid_v, egid_v, ses_v)
     numbers = [_int(raw, 16) for raw in raws[:4]] + [_int(raw) for raw in raws[4:]]
     stats.damaged_values += sum(1 for raw, number in zip(raws, numbers) if raw is not None and number is None)
@@ -322,9 +322,9 @@ def _assemble_execve(bodies):
         tokens = body.partition(b"\x1d")[0].split()
         if tokens and tokens[0][:5] == b"argc=" and 91 not in body and tokens[0][5:] == b"%d" % (len(tokens) - 1):
             values = [token.partition(b"=") for token in tokens[1:]]
-            if all(key[:1] == b"a" for key, _, _ in values):
+            if all(key[:1] == b"a" for key, _equals, _value in values):
                 return (_decode_all([value[1:-1] if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1
-                                     else (_untrusted(value) or b"") for _, _, value in values]),
+                                     else (_untrusted(value) or b"") for _key, _equals, value in values]),
                         len(values), True)
     argc = None
     whole = {}
@@ -336,7 +336,7 @@ def _assemble_execve(bodies):
             elif key[:1] == b"a":
                 name = key[1:]
                 if name[-1:] == b"]":
-                    index, _, part = name[:-1].partition(b"[")
+                    index, _bracket, part = name[:-1].partition(b"[")
                     index, part = _int(index), _int(part)
                     if index is not None and part is not None:
                         pieces.setdefault(index, {})[part] = _untrusted(value) or b""
@@ -349,7 +349,7 @@ def _assemble_execve(bodies):
 
 
 def _join_pieces(argc, whole, pieces):
-    count = max(max(whole, default=-1), max(pieces, default=-1)) + 1
+    count = max((*whole, *pieces), default=-1) + 1
     if argc is not None:
         count = min(count, argc)
     complete = argc is not None and count == argc
@@ -377,14 +377,15 @@ def build_event(serial, time_ns, records, keys, syscalls, stats, source, node=No
     if syscall_body is None:
         stats.incomplete_events += 1
         return None
-    raw, _, enriched = syscall_body.partition(b"\x1d")
+    raw, _separator, enriched = syscall_body.partition(b"\x1d")
     match = _SYSCALL_RE.match(raw)
     if match is not None:
         values = match.groups()
     else:
         fields = record_fields(raw)
         values = tuple(fields.get(key) for key in _SYSCALL_KEYS)
-    (arch_v, nr_v, success_v, _, _, _, _, _, _, _, _, _, _, _, _, _, tty_v, _, comm_v, exe_v, key_v) = values
+    (arch_v, nr_v, success_v, _exit_v, _a0, _a1, _a2, _a3, _ppid_v, _pid_v, _auid_v, _uid_v, _gid_v, _euid_v, _suid_v, _egid_v,
+     tty_v, _ses_v, comm_v, exe_v, key_v) = values
     known = _SYSCALL_CACHE.get((arch_v, nr_v))
     arch, abi, nr, name = known if known is not None else _syscall_of(arch_v, nr_v, enriched)
     # The usual case without a call: one quoted key (no \x01 between keys; an int is searched for by memchr).
@@ -397,8 +398,8 @@ def build_event(serial, time_ns, records, keys, syscalls, stats, source, node=No
         stats.foreign_events += 1
         return None
 
-    (_, _, _, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v, egid_v, _, ses_v,
-     _, _, _) = values
+    (_arch_v, _nr_v, _success_v, exit_v, a0, a1, a2, a3, ppid_v, pid_v, auid_v, uid_v, gid_v, euid_v, suid_v, egid_v,
+     _tty_v, ses_v, _comm_v, _exe_v, _key_v) = values
     try:  # the common case in one go; a damaged, quoted or missing number falls back to field-by-field
         args = (int(a0, 16), int(a1, 16), int(a2, 16), int(a3, 16))
         exit_value = int(exit_v) if exit_v is not None else None
@@ -418,10 +419,11 @@ def build_event(serial, time_ns, records, keys, syscalls, stats, source, node=No
     targets = _targets(obj_pids) if obj_pids else []
     if name == "pidfd_send_signal" and targets:
         target_pid = targets[0]["pid"]
+    argv = None
     if execve:
         argv, argc, complete = _assemble_execve(execve)
         argv_source, proctitle = "execve", None
-    if not execve or argv is None:
+    if argv is None:
         argv, argv_source, argc, complete, proctitle = _argv(title)
     if tty_v is not None and tty_v[:1] == b'"':
         tty_v = _unquoted(tty_v)

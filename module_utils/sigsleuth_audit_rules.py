@@ -94,7 +94,7 @@ def _compat_enabled(machine, proc):
 def syscall_table(abi, run=run_command, machine=None):
     """{name: number} of the syscalls we use for an ABI, as ausyscall knows them (our built-in table
     when ausyscall is missing, e.g. in check mode before auditd is installed)."""
-    rc, out, _ = run(["ausyscall", abi, "--dump"])
+    rc, out, _err = run(["ausyscall", abi, "--dump"])
     if rc == 0 and out:
         table = {}
         for line in out.splitlines():
@@ -114,7 +114,7 @@ def syscall_table(abi, run=run_command, machine=None):
 
 def _syscall_list(names, table):
     present = sorted((table[name], name) for name in names if name in table)
-    return ",".join(name for _, name in present)
+    return ",".join(name for _number, name in present)
 
 
 def build_rules(signals, abis, tables, exec_rules=True, fork_rules=False):

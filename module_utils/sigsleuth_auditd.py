@@ -22,7 +22,7 @@ def read_auditd_conf(path=AUDITD_CONF):
                 line = line.strip()
                 if not line or line.startswith("#") or "=" not in line:
                     continue
-                key, _, value = line.partition("=")
+                key, _equals, value = line.partition("=")
                 settings[key.strip().lower()] = value.strip()
     except FileNotFoundError:
         return {}
@@ -56,7 +56,7 @@ def audit_status(run=run_command):
     text = out.strip()
     if text.startswith("AUDIT_STATUS:"):  # old auditctl: one line of key=value
         pairs = (item.partition("=") for item in text[len("AUDIT_STATUS:"):].split())
-        items = [(key, value) for key, _, value in pairs]
+        items = [(key, value) for key, _equals, value in pairs]
     else:
         items = [(line.split(None, 1) + [""])[:2] for line in text.splitlines() if line.strip()]
     for key, value in items:
@@ -103,7 +103,7 @@ def start_auditd(run=run_command, timeout=10.0):
 
 def stop_auditd(run=run_command, pid=None, timeout=10.0):
     """Stop auditd (``auditctl --signal TERM``, else SIGTERM to its pid) and wait until it is gone."""
-    rc, _, _ = run(["auditctl", "--signal", "TERM"])
+    rc, _out, _err = run(["auditctl", "--signal", "TERM"])
     if rc != 0 and pid:
         try:
             os.kill(pid, 15)

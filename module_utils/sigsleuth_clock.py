@@ -18,7 +18,7 @@ CLOCK_STEP_NS = 1_000_000
 def clock_offset_ns():
     """CLOCK_REALTIME - CLOCK_BOOTTIME in ns, from the tightest of a few bracketed reads."""
     best = None
-    for _ in range(5):
+    for _attempt in range(5):
         before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         real = time.time_ns()
         after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)

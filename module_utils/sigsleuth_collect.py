@@ -120,7 +120,7 @@ def _witness_and_bridge(lineage, events, offset_arm, losses, snapshot):
             own.feed(event)
     own.flush()
     matches = witness.finish()
-    added, _ = bridge_trace_loss(lineage, own.lineage, matches, witness.unmatched)
+    added, _continued = bridge_trace_loss(lineage, own.lineage, matches, witness.unmatched)
     losses.audit_bridged = True
     return added
 

@@ -350,7 +350,7 @@ class Lineage:
                 proc.comm = decode_name(matching[0])
             else:
                 proc.notes.append("a rename to one of %r could not be told apart"
-                                  % [decode_name(new) for _, new in candidates])
+                                  % [decode_name(new) for _old, new in candidates])
         proc.facts_from["comm"] = SOURCE_TRACE
 
     def _on_exit(self, ts, tid, tgid, fields):

@@ -68,7 +68,7 @@ class AuditWitness:
 def _match_kill(event, ts, by_sender, best):
     """Note the audited kill against each traced kill it may be; True when there was one."""
     matched = False
-    victims = [pid for pid, _ in event.victims()]
+    victims = [pid for pid, _name in event.victims()]
     for index, kill in by_sender.get(event.pid, ()):
         distance = abs(ts - kill.ts_ns)
         targets = not victims or kill.victim.pid in victims or (event.target_pid or 0) < 0

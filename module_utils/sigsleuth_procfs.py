@@ -33,7 +33,7 @@ def read_stat(pid, proc=PROC):
     raw = _read_bytes("%s/%d/stat" % (proc, pid))
     if not raw:
         return None
-    head, _, tail = raw.rpartition(b")")
+    head, _paren, tail = raw.rpartition(b")")
     comm = head.partition(b"(")[2]
     fields = tail.split()
     try:
@@ -113,8 +113,8 @@ def read_cgroups(base):
     raw = _read_bytes(base + "/cgroup") or b""
     unified = memory = None
     for line in raw.splitlines():
-        hierarchy, _, rest = line.partition(b":")
-        controllers, _, path = rest.partition(b":")
+        hierarchy, _colon, rest = line.partition(b":")
+        controllers, _colon, path = rest.partition(b":")
         if hierarchy == b"0" and controllers == b"":
             unified = decode_name(path)
         elif b"memory" in controllers.split(b","):

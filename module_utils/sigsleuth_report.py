@@ -17,7 +17,9 @@ from ansible.module_utils.sigsleuth_lineage import RESULTS
 from ansible.module_utils.sigsleuth_loss import kill_gaps
 from ansible.module_utils.sigsleuth_vocabulary import SOURCE_AUDIT, decode_name, name_bytes, signal_name
 
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "1.3.0"
+# What made the report: the collection and its version, as galaxy.yml has it (tests/unit/test_collection_version.py).
+PRODUCER = {"name": "sigsleuth.sigsleuth", "version": "1.0.0"}
 # What audit alone never records: these kills are missing from an audit-only report, not "unknown".
 AUDIT_BLIND_SPOTS = ("audit alone records kill-family syscalls only: kills by cgroup.kill, the OOM killer, "
                      "parent-death signals and CPU-time limits leave no audit record and are missing from this "
@@ -31,7 +33,7 @@ def process_dict(proc, clock, at_kill=None, tid=None, facts=None):
 
     `at_kill` is the ProcessAtKill of the moment of the kill; `facts` are what audit knew of it then.
     """
-    _, comm, exe, argv = at_kill if at_kill is not None else proc.at_kill()
+    _key, comm, exe, argv = at_kill if at_kill is not None else proc.at_kill()
     entry = {
         "pid": proc.pid,
         "comm": comm,
@@ -227,4 +229,5 @@ def build_report(host, armed_at_ns, collected_at_ns, signals, sources, kills, cl
         "signals": list(signals),
         "sources": sources,
         "kills": [kill_dict(kill, clock, losses) for kill in kills],
+        "producer": dict(PRODUCER),
     }

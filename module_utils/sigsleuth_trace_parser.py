@@ -198,7 +198,7 @@ def parse_cgroup_attach(payload):
     head, sep, _comm = payload.rpartition(b" comm=")
     head, sep2, pid = head.rpartition(b" pid=")
     root, sep3, rest = head.partition(b" dst_id=")
-    _, sep4, path = rest.partition(b" dst_path=")
+    _before, sep4, path = rest.partition(b" dst_path=")
     if not (sep and sep2 and sep3 and sep4) or not pid.isdigit() or not root.startswith(b"dst_root="):
         return None
     try:
@@ -279,8 +279,7 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
             if start - position != TASK_WIDTH or pending is not None:
                 # Not a plain line: comments, markers, garbage, a long task column or a split record's tail.
                 stats.last_ts = last_ts
-                for item in _between(text, position, start, stats, pending):
-                    yield item
+                yield from _between(text, position, start, stats, pending)
                 pending = None
                 if _buried(text, position, m, stats):
                     position = m.end()
@@ -310,8 +309,7 @@ def iter_events(stream, stats=None, chunk_size=CHUNK):
             yield entry[0], ts, cpu_number, tid, tgid, fields
         stats.last_ts = last_ts
         if position < len(text):
-            for item in _between(text, position, len(text), stats, pending, before_record=False):
-                yield item
+            yield from _between(text, position, len(text), stats, pending, before_record=False)
             pending = None
         skipped = stats.skipped_bytes
     if pending is not None:

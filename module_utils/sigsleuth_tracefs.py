@@ -423,7 +423,7 @@ def apply(instance, desired, observed=None):
 def _stat_value(text):
     text = text.strip()
     if re.match(r"^\d+\.\d+$", text):
-        seconds, _, fraction = text.partition(".")
+        seconds, _dot, fraction = text.partition(".")
         # Timestamps are seconds with up to 9 decimals; keep them exact as integer nanoseconds.
         return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
     try:

@@ -66,7 +66,7 @@ def parse_signals(values):
 
 
 def _valid_signals_text():
-    names = ", ".join(name[3:] for _, name in sorted(_STANDARD.items()))
+    names = ", ".join(name[3:] for _number, name in sorted(_STANDARD.items()))
     return "valid names are %s (with or without SIG), or numbers 1-%d" % (names, MAX_SIGNAL)
 
 
