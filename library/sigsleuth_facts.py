@@ -37,6 +37,21 @@ options:
       - Read this saved copy of a trace instead of the live instance (replays, tests).
       - Loss counters of the live instance are not read then.
     type: path
+  redact:
+    description:
+      - Regular expressions (Python C(re)) marking secrets in each process's C(argv) (and C(proctitle)) and
+        C(cwd), replaced with C(<redacted>) on the host, before the report leaves it.
+      - An argv is searched as one line, its elements joined by single spaces, so that C(--password secret)
+        in two elements reads as in a shell; a cwd as it is. The part replaced is the named group C(secret),
+        else group 1, else the whole match; the rest stays visible (C(--password=<redacted>)).
+      - When omitted, the default set of C(module_utils/sigsleuth_redact.py) (C(DEFAULT_PATTERNS)), the same
+        as the role's C(sigsleuth_redact) default - C(--password=...), C(--token ...), C(-p...) after
+        mysql-like commands, C(token=...), C(AWS_SECRET_...=...), C(Authorization:) headers, URL passwords
+        and more.
+      - An empty list turns redaction off. A pattern that does not compile fails the module before anything
+        is read.
+    type: list
+    elements: str
 attributes:
   check_mode:
     support: full
@@ -70,6 +85,15 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     var: ansible_facts.sigsleuth.kills
 
+- name: Collect, redacting only a site's own secret flag (the named group secret is replaced)
+  sigsleuth_facts:
+    redact:
+      - '--vault-key[= ](?P<secret>[^ ]+)'
+
+- name: Collect without redaction (argv and cwd as the processes had them)
+  sigsleuth_facts:
+    redact: []
+
 - name: Replay a saved copy of the trace against this host's arm state
   sigsleuth_facts:
     trace_file: /tmp/sigsleuth-trace.txt
@@ -86,7 +110,7 @@ report:
       description: Version of the report's shape; minor versions only add optional fields.
       returned: always
       type: str
-      sample: "1.3.0"
+      sample: "1.4.0"
     host:
       description: O(host), or the target's hostname.
       returned: always
@@ -132,6 +156,32 @@ report:
           returned: always
           type: str
           sample: "1.0.0"
+    redaction:
+      description: What redaction did before the report left the host (since schema 1.4.0).
+      returned: always
+      type: dict
+      contains:
+        applied:
+          description: Whether any pattern was applied (false when O(redact) is empty).
+          returned: always
+          type: bool
+          sample: true
+        patterns:
+          description: How many patterns were applied.
+          returned: always
+          type: int
+          sample: 10
+        redacted:
+          description: How many values (an argv, a proctitle or a cwd) had a part replaced with C(<redacted>).
+          returned: always
+          type: int
+          sample: 1
+        fields:
+          description: The report's fields redaction applies to, wherever they appear.
+          returned: always
+          type: list
+          elements: str
+          sample: [argv, cwd, proctitle]
     kills:
       description:
         - One record per delivery of an armed signal - C(time), C(signal), C(victim), C(sender) (null when no
@@ -162,6 +212,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sigsleuth_collect import collect
+from ansible.module_utils.sigsleuth_redact import Redactor
 
 
 def build_module():
@@ -170,6 +221,7 @@ def build_module():
             state_dir=dict(type="path", default="/var/lib/sigsleuth"),
             host=dict(type="str"),
             trace_file=dict(type="path"),
+            redact=dict(type="list", elements="str"),
         ),
         supports_check_mode=True,
     )
@@ -177,9 +229,14 @@ def build_module():
 
 def main():
     module = build_module()
+    patterns = module.params["redact"]
+    try:
+        redactor = Redactor() if patterns is None else Redactor(patterns)
+    except ValueError as exc:
+        module.fail_json(msg="sigsleuth collection refused: %s" % exc)
     try:
         report = collect(module.params["state_dir"], host=module.params["host"],
-                         trace_file=module.params["trace_file"])
+                         trace_file=module.params["trace_file"], redactor=redactor)
     except (OSError, ValueError) as exc:
         module.fail_json(msg="sigsleuth collection failed: %s" % exc)
     module.exit_json(changed=False, report=report, ansible_facts={"sigsleuth": report})

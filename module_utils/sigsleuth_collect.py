@@ -18,6 +18,7 @@ from ansible.module_utils.sigsleuth_lineage import Lineage
 from ansible.module_utils.sigsleuth_loss import Losses, audit_loss, ftrace_loss
 from ansible.module_utils.sigsleuth_merge import AuditWitness, bridge_trace_loss
 from ansible.module_utils.sigsleuth_procfs import iter_snapshot, memory_hierarchy, settle_liveness
+from ansible.module_utils.sigsleuth_redact import Redactor, redact_report
 from ansible.module_utils.sigsleuth_report import (
     audit_source, build_report, clock_source, ftrace_source, not_armed, snapshot_source,
 )
@@ -30,11 +31,17 @@ NOT_ARMED = "sigsleuth is not armed on this host (run playbooks/arm.yml first)"
 REBOOTED = "the host rebooted since arming: the trace buffer and the process table died with it"
 
 
-def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, audit_run=None):
-    """Return the report dict for this host.
+def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, audit_run=None, redactor=None):
+    """Return the report dict for this host, its argv, proctitle and cwd redacted (`redactor`, by default
+    the default patterns of sigsleuth_redact; Redactor([]) redacts nothing).
 
     `trace_file` and `audit_log` override the live trace instance and the armed audit log (replays, tests).
     """
+    report = _report(state_dir, host, proc, trace_file, audit_log, audit_run)
+    return redact_report(report, Redactor() if redactor is None else redactor)
+
+
+def _report(state_dir, host, proc, trace_file, audit_log, audit_run):
     store = StateStore(state_dir)
     state = store.load()
     collected_at_ns = time.time_ns()

@@ -17,7 +17,7 @@ from ansible.module_utils.sigsleuth_lineage import RESULTS
 from ansible.module_utils.sigsleuth_loss import kill_gaps
 from ansible.module_utils.sigsleuth_vocabulary import SOURCE_AUDIT, decode_name, name_bytes, signal_name
 
-SCHEMA_VERSION = "1.3.0"
+SCHEMA_VERSION = "1.4.0"
 # What made the report: the collection and its version, as galaxy.yml has it (tests/unit/test_collection_version.py).
 PRODUCER = {"name": "sigsleuth.sigsleuth", "version": "1.0.0"}
 # What audit alone never records: these kills are missing from an audit-only report, not "unknown".
