@@ -69,7 +69,7 @@ DEFAULT_PATTERNS = (
 def pattern_errors(patterns):
     """What is wrong with a list of patterns, one sentence each ([] when every one compiles)."""
     if isinstance(patterns, (str, bytes)) or not isinstance(patterns, (list, tuple)):
-        return ["the redaction patterns must be a list of regular expressions, got %s" % type(patterns).__name__]
+        return ["the redaction patterns must be a list of regular expressions, got %s" % _kind(patterns)]
     errors = []
     for index, pattern in enumerate(patterns, 1):
         if not isinstance(pattern, str):
@@ -80,6 +80,15 @@ def pattern_errors(patterns):
         except (re.error, OverflowError, RecursionError) as exc:
             errors.append("pattern %d %r is not a valid regular expression: %s" % (index, pattern, exc))
     return errors
+
+
+def _kind(value):
+    """A value's kind in words (not a class name: Ansible's strings are its own classes)."""
+    for kind, name in ((str, "a string"), (bytes, "bytes"), (dict, "a mapping"), (bool, "a boolean"),
+                       (int, "a number"), (float, "a number"), (type(None), "nothing (null)")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
 
 
 class Redactor:
