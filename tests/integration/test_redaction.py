@@ -76,6 +76,8 @@ def read_report(report_dir, report_schema):
     assert path.is_file(), "collect wrote no %s" % path
     assert oct(path.stat().st_mode & 0o777) == oct(0o600), "report.json is not 0600"
     assert oct((report_dir / INVENTORY_HOST).stat().st_mode & 0o777) == oct(0o700), "host dir is not 0700"
+    assert oct((report_dir / "summary.md").stat().st_mode & 0o777) == oct(0o600), "summary.md is not 0600"
+    assert oct(report_dir.stat().st_mode & 0o777) == oct(0o700), "the report dir collect made is not 0700"
     report = json.loads(path.read_text())
     errors = [error.message for error in report_schema.iter_errors(report)]
     assert not errors, "report.json does not match the schema: %s" % errors[:10]
