@@ -35,18 +35,21 @@ TEXT_FIELDS = ("cwd",)
 # A key ends in one of these words: DB_PASSWORD, --api-key, AWS_SECRET_ACCESS_KEY (not AWS_ACCESS_KEY_ID,
 # not --password-file, not --token-path, whose values are not the secret).
 _SECRET_KEY = (r"[\w.-]*?(?:passw(?:or)?d|passphrase|(?<![a-z])pass|secret|token|api[_-]?key|apikey"
-               r"|access[_-]?key|secret[_-]?key|private[_-]?key|credentials?|mysql_pwd|aws_secret\w*)")
+               r"|access[_-]?key|secret[_-]?key|private[_-]?key|credentials?|mysql_pwd)")
 # Clients that take a password as -pSECRET or -p SECRET (mysql and its tools, MariaDB's, sshpass).
 _PASSWORD_P_COMMANDS = r"(?:mysql\w*|mariadb[\w-]*|sshpass)"
 # A command's name at the start of a command (of argv, or of a shell command line inside one element),
-# then its own arguments up to the next shell separator.
-_COMMAND = r"(?<![^\s/;&|(])%s(?:\s+[^\s;&|]+)*?"
+# then up to 64 of its own arguments before the next shell separator. Bounded, like every quantifier here
+# that could meet another: a hostile argv ("mysql mysql mysql ...") must not make a search quadratic.
+_COMMAND = r"(?<![^\s/;&|(])%s(?:\s+[^\s;&|]+){0,64}?"
 
 DEFAULT_PATTERNS = (
     # key=value in argv, the environment given to env(1) or a shell: --password=…, token=…, AWS_SECRET_…=…
-    r"(?i)(?<![\w.?&-])" + _SECRET_KEY + r"=(?P<secret>\S+)",
+    r"(?i)(?<![\w.?&-])(?=[\w.-]*=)" + _SECRET_KEY + r"=(?P<secret>\S+)",
+    # AWS_SECRET_…=… whatever follows SECRET (its own pattern: a \w* inside the key above would backtrack)
+    r"(?i)(?<![\w.?&-])aws_secret\w*=(?P<secret>\S+)",
     # the same in a URL's query, up to the next parameter: ?token=…&page=2
-    r"(?i)[?&]" + _SECRET_KEY + r"=(?P<secret>[^\s&#]+)",
+    r"(?i)[?&](?=[\w.-]*=)" + _SECRET_KEY + r"=(?P<secret>[^\s&#]+)",
     # a flag and its value as the next argument: --password …, --token …, -pass … (not a value that is a flag)
     r"(?i)(?<![^\s])--?" + _SECRET_KEY + r"\s+(?P<secret>[^\s-]\S*)",
     # -pSECRET and -p SECRET after mysql-like commands (mysql, mysqldump, mariadb, …) and sshpass

@@ -105,6 +105,21 @@ def test_argv_as_the_report_stores_it_non_utf8_and_backslashes():
     assert redacted("sh", "-c", "echo hi\nmysql -phunter2") == ["sh", "-c", "echo hi\nmysql -p" + R]
 
 
+@pytest.mark.parametrize("argv", [
+    ["x", "aws_secret" * 3000],                     # a key's \w* that could backtrack at every repetition
+    ["mysql"] * 5000,                               # a command word followed by itself, over and over
+    (["mysql"] + ["a" * 500] * 64) * 4,             # ... with its 64 arguments each time
+    ["a://" + "b:" * 15000],                        # a URL scheme without userinfo's @
+    ["token" + " " * 30000 + "x"],                  # a header name, a long run of spaces, no colon
+    ["--password"] * 5000,                          # flags without values
+], ids=["aws-secret-repeated", "mysql-repeated", "mysql-long-args", "url-no-at", "spaces", "bare-flags"])
+def test_hostile_argv_is_searched_without_blowing_up(argv):
+    """A process chooses its argv: the default patterns keep their searches bounded (each quantifier that
+    could meet another is bounded or anchored), so these finish at once; the old unbounded forms took
+    minutes. No clock is asserted: a regression shows as a test that hangs."""
+    assert Redactor().argv(list(argv)) == argv
+
+
 def test_cwd_and_none():
     redactor = Redactor()
     assert redactor.text("/srv/app") == "/srv/app"
