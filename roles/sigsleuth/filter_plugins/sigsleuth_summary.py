@@ -228,7 +228,7 @@ def _finalize_html(value):
     # Autoescape HTML-escapes what this returns; data first gets its invisible characters shown.
     if hasattr(value, "__html__"):
         return value
-    return "" if value is None else visible(value)
+    return "?" if value is None else visible(value)
 
 
 _ENVIRONMENTS = {}
