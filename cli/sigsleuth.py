@@ -24,6 +24,8 @@ import re
 import sys
 import threading
 
+# The engine is imported from this source tree: leave no __pycache__ in it (the collection is built from it).
+sys.dont_write_bytecode = True
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROLE = os.path.join(ROOT, "roles", "sigsleuth")
 

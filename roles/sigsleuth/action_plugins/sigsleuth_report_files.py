@@ -142,7 +142,7 @@ def write_reports(report_dir, outcomes, title=None, write=True):
     `outcomes`: {host: {"report": dict|None, "error": str|None}} (empty: the host dropped out). Returns
     {"report_paths": {host: path|None}, "write_errors": {host: reason}, "summary_md": path,
     "summary_html": path}. Raises ReportWriteError when the directory or a summary cannot be written."""
-    directory = ReportDir(report_dir, create=write)
+    directory = ReportDir(report_dir) if write else None
     try:
         paths, errors, fleet = {}, {}, {}
         for host in sorted(outcomes):
@@ -150,7 +150,7 @@ def write_reports(report_dir, outcomes, title=None, write=True):
             paths[host] = None
             if isinstance(outcome.get("report"), dict):
                 try:
-                    paths[host] = (directory.write_host_report(host, outcome["report"]) if write
+                    paths[host] = (directory.write_host_report(host, outcome["report"]) if directory
                                    else os.path.join(report_dir, host_dir_name(host), REPORT))
                 except ReportWriteError as exc:
                     errors[host] = outcome["write_error"] = str(exc)
@@ -161,10 +161,11 @@ def write_reports(report_dir, outcomes, title=None, write=True):
         for key, name, render in (("summary_md", SUMMARY_MD, renderer.sigsleuth_summary),
                                   ("summary_html", SUMMARY_HTML, renderer.sigsleuth_summary_html)):
             text = render(fleet, title=title)
-            result[key] = directory.write_summary(name, text) if write else os.path.join(report_dir, name)
+            result[key] = directory.write_summary(name, text) if directory else os.path.join(report_dir, name)
         return result
     finally:
-        directory.close()
+        if directory:
+            directory.close()
 
 
 class ActionModule(ActionBase):
@@ -187,7 +188,8 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("outcomes must be a mapping of host name to {report, error}")
         try:
             if args.get("check_only"):
-                ReportDir(report_dir, create=not self._task.check_mode).close()
+                if not self._task.check_mode or os.path.exists(report_dir):
+                    ReportDir(report_dir, create=not self._task.check_mode).close()
                 result.update(changed=False, dir=report_dir)
                 return result
             written = write_reports(report_dir, dict(outcomes), title=args.get("title"),
