@@ -165,14 +165,14 @@ def sections_of(args):
 class Progress(threading.Thread):
     """Every second, how far the reads of the large inputs have got (from /proc/self/fdinfo; Linux)."""
 
-    def __init__(self, paths, stream=sys.stderr):
+    def __init__(self, paths, stream=None):
         super().__init__(daemon=True)
         self.sizes = {}
         for path in paths:
             size = os.path.getsize(path)
             if size >= PROGRESS_MIN_BYTES:
                 self.sizes[os.path.realpath(path)] = size
-        self.stream = stream
+        self.stream = stream or sys.stderr
         self.done = threading.Event()
 
     def positions(self):
