@@ -19,13 +19,18 @@ help:
 	@echo "make sanity - ansible-test sanity on the built collection (offline: see collection/sanity.py)"
 	@echo "other targets: venv lint unit integration molecule bench clean"
 
-venv: $(STAMP)
+venv: $(STAMP) $(BIN)/sigsleuth
 
 # The stamp makes re-running cheap; it is redone whenever a requirements or constraints file changes.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	touch $@
+
+# `sigsleuth analyze` (cli/sigsleuth.py): this tree's engine and report writer, run by the venv's Python.
+$(BIN)/sigsleuth: cli/sigsleuth.py $(STAMP)
+	printf '#!/bin/sh\nexec "%s" "%s" "$$@"\n' "$(CURDIR)/$(BIN)/python" "$(CURDIR)/cli/sigsleuth.py" > $@
+	chmod 0755 $@
 
 demo: venv
 	$(LOCKED) $(BIN)/ansible-playbook playbooks/demo.yml

@@ -8,7 +8,8 @@ it, the way linux-system-roles' lsr_role2collection makes collections from roles
 * library/*.py -> plugins/modules/, module_utils/*.py -> plugins/module_utils/, with every reference to
   ``ansible.module_utils.sigsleuth_*`` (imports, and names a module reads at run time) rewritten to
   ``ansible_collections.<namespace>.<name>.plugins.module_utils.sigsleuth_*``;
-* roles/sigsleuth/filter_plugins/*.py -> plugins/filter/ (a role inside a collection carries no plugins);
+* roles/sigsleuth/filter_plugins/*.py -> plugins/filter/ and roles/sigsleuth/action_plugins/*.py ->
+  plugins/action/ (a role inside a collection carries no plugins);
 * roles/sigsleuth -> roles/sigsleuth, and playbooks/*.yml (except demo.yml, which needs the repository's test
   harness) -> playbooks/, with our modules, filters and role called by their fully qualified names;
 * galaxy.yml, meta/runtime.yml, changelogs/, LICENSE, the report schema and collection/README.md and
@@ -38,6 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROLE = "sigsleuth"
 # Playbooks that only make sense inside the repository (demo.yml copies tests/scenarios/ to the host).
 REPOSITORY_ONLY_PLAYBOOKS = ("demo.yml",)
+# The role's plugin directories: their files become the collection's plugins (plugins/filter, plugins/action).
+ROLE_PLUGIN_DIRS = ("filter_plugins", "action_plugins")
 # Task keywords that hold lists of tasks (or plays' task lists).
 TASK_LISTS = ("block", "rescue", "always", "tasks", "pre_tasks", "post_tasks", "handlers")
 ROLE_INCLUDES = ("include_role", "import_role", "ansible.builtin.include_role", "ansible.builtin.import_role",
@@ -80,6 +83,7 @@ class Names:
         self.module_utils = sorted(stem(path) for path in python_files(os.path.join(root, "module_utils")))
         self.filter_files = python_files(os.path.join(root, "roles", ROLE, "filter_plugins"))
         self.filters = sorted(name for path in self.filter_files for name in filter_names(path))
+        self.action_files = python_files(os.path.join(root, "roles", ROLE, "action_plugins"))
         self.role = ROLE
 
     def fqcn(self, short):
@@ -288,7 +292,7 @@ def copy_role(root, collection_root, names):
     source_role = os.path.join(root, "roles", ROLE)
     for directory, subdirectories, files in os.walk(source_role):
         relative_dir = os.path.relpath(directory, source_role)
-        if relative_dir.split(os.sep)[0] == "filter_plugins":
+        if relative_dir.split(os.sep)[0] in ROLE_PLUGIN_DIRS:
             continue
         subdirectories[:] = sorted(name for name in subdirectories if name != "__pycache__")
         for name in sorted(files):
@@ -330,6 +334,7 @@ def assemble(root=ROOT, dest=None):
     copy_python(python_files(os.path.join(root, "module_utils")),
                 os.path.join(collection_root, "plugins", "module_utils"), names)
     copy_python(names.filter_files, os.path.join(collection_root, "plugins", "filter"), names)
+    copy_python(names.action_files, os.path.join(collection_root, "plugins", "action"), names)
     copy_role(root, collection_root, names)
     for source in collection_playbooks(root):
         write(os.path.join(collection_root, "playbooks", os.path.basename(source)),

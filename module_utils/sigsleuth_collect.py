@@ -31,6 +31,20 @@ NOT_ARMED = "sigsleuth is not armed on this host (run playbooks/arm.yml first)"
 REBOOTED = "the host rebooted since arming: the trace buffer and the process table died with it"
 
 
+NOT_GIVEN = "armed on the host, but its %s was not given to the offline analysis"
+# Offline analysis has no /proc of the host to settle liveness with.
+OFFLINE_LIVENESS = ("offline analysis: its exit was not seen in the saved inputs, and whether it still runs "
+                    "was not checked")
+
+
+class LiveHost:
+    """What collect reads on the host itself besides the saved sources: /proc, the clock, audit's status."""
+
+    def __init__(self, proc=PROC, audit_run=None):
+        self.proc = proc
+        self.audit_run = audit_run
+
+
 def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, audit_run=None, redactor=None):
     """Return the report dict for this host, its argv, proctitle and cwd redacted (`redactor`, by default
     the default patterns of sigsleuth_redact; Redactor([]) redacts nothing).
@@ -44,40 +58,67 @@ def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, au
 def _report(state_dir, host, proc, trace_file, audit_log, audit_run):
     store = StateStore(state_dir)
     state = store.load()
-    collected_at_ns = time.time_ns()
-    host = host or socket.gethostname()
     sections = {} if store.is_stale(state) else state
+    not_armed_reason = REBOOTED if state and sections is not state else NOT_ARMED
+    return build(sections, host or socket.gethostname(), not_armed_reason, trace_file, audit_log,
+                 LiveHost(proc, audit_run))
+
+
+def analyze(sections, host, trace_file=None, audit_logs=None, snapshot_file=None, redactor=None):
+    """The report of saved inputs, offline: `sections` as arm recorded them in state.json, `trace_file` a
+    saved copy of the instance's trace, `audit_logs` the saved audit.log files in order, `snapshot_file` the
+    saved snapshot. A source the sections name but whose input was not given says so; nothing of the machine
+    this runs on is read. Redacted as collect is (`redactor`): such reports travel in tickets too."""
+    sections = {name: dict(value) if isinstance(value, dict) else value for name, value in sections.items()}
+    if isinstance(sections.get(SECTION_SNAPSHOT), dict) or snapshot_file:
+        sections.setdefault(SECTION_SNAPSHOT, {})["path"] = snapshot_file
+    report = build(sections, host, NOT_ARMED, trace_file, list(audit_logs or ()) or None, None)
+    return redact_report(report, Redactor() if redactor is None else redactor)
+
+
+def build(sections, host, not_armed_reason, trace_file, audit_log, live):
+    """State sections -> sources -> lineage -> report. `live` is the LiveHost, or None offline."""
+    collected_at_ns = time.time_ns()
     ftrace, audit, snapshot = (sections.get(name) for name in (SECTION_FTRACE, SECTION_AUDIT, SECTION_SNAPSHOT))
-    offset_now = clock_offset_ns()
     losses = Losses()
     if ftrace is None and (audit is None or audit.get("armed") is False):
-        reason = REBOOTED if state and sections is not state else NOT_ARMED
-        sources = {"ftrace": not_armed(reason), "audit": not_armed(reason)}
-        return build_report(host, None, collected_at_ns, (), sources, [], Clock(offset_now), losses)
+        sources = {"ftrace": not_armed(not_armed_reason), "audit": not_armed(not_armed_reason)}
+        offset = clock_offset_ns() if live else 0
+        return build_report(host, None, collected_at_ns, (), sources, [], Clock(offset), losses)
 
-    offset_arm = (ftrace or {}).get("clock_offset_ns") or (audit or {}).get("clock_offset_ns") or offset_now
+    offset_now = clock_offset_ns() if live else None
+    offset_arm = (ftrace or {}).get("clock_offset_ns") or (audit or {}).get("clock_offset_ns") or offset_now or 0
+    offset_now = offset_arm if offset_now is None else offset_now
     clock = Clock(offset_arm)
     signals = (ftrace or audit).get("signals") or [SIGKILL]
     # An arm from before the light default recorded the syscall events: its state names no precision.
     lineage = Lineage(signals, snapshot_time_ns=boot_ns((snapshot or {}).get("taken_at_ns"), offset_arm),
-                      memory_hierarchy=memory_hierarchy(proc),
+                      memory_hierarchy=memory_hierarchy(live.proc) if live else None,
                       precision=(ftrace or {}).get("precision", PRECISION_SYSCALL),
                       opens_traced=(ftrace or {}).get("cgroup_kill_opens", False))
     sources = {"snapshot": _read_snapshot(lineage, snapshot, clock)}
-    sources["ftrace"], traced = _read_trace(lineage, ftrace, clock, losses.ftrace, trace_file)
-    sources["audit"] = _read_audit(lineage, audit, offset_arm, losses, traced, audit_log, audit_run, snapshot)
+    sources["ftrace"], traced = _read_trace(lineage, ftrace, clock, losses.ftrace, trace_file, live)
+    sources["audit"] = _read_audit(lineage, audit, offset_arm, losses, traced, audit_log, live, snapshot)
     losses.clock_step = clock_step(offset_arm, offset_now)
     sources["clock"] = clock_source((ftrace or {}).get("clock"), offset_arm, offset_now, losses.clock_step)
-    settle_liveness([member for kill in lineage.kills for member in kill.members()], proc)
+    members = [member for kill in lineage.kills for member in kill.members()]
+    if live:
+        settle_liveness(members, live.proc)
+    else:
+        for member in members:
+            if not member.exited and OFFLINE_LIVENESS not in member.notes:
+                member.notes.append(OFFLINE_LIVENESS)
     armed_times = [section.get(key) for section, key in ((ftrace, "armed_at_ns"), (audit, "armed_at_ns"),
                                                          (snapshot, "taken_at_ns")) if section and section.get(key)]
     return build_report(host, min(armed_times) if armed_times else None, collected_at_ns, signals, sources,
-                        lineage.kills, clock, losses)
+                        lineage.kills, clock, losses, resolve_exe=live is not None)
 
 
 def _read_snapshot(lineage, section, clock):
     if section is None:
         return snapshot_source(None, clock)
+    if not section.get("path"):
+        return snapshot_source(section, clock, error=NOT_GIVEN % "snapshot")
     try:
         lineage.add_snapshot(iter_snapshot(section["path"]))
     except OSError as exc:
@@ -85,12 +126,14 @@ def _read_snapshot(lineage, section, clock):
     return snapshot_source(section, clock)
 
 
-def _read_trace(lineage, section, clock, loss, trace_file):
+def _read_trace(lineage, section, clock, loss, trace_file, live):
     """Stream the instance's trace into the lineage: (the ftrace source of the report, whether it was read)."""
     if section is None:
         return not_armed("not armed (sigsleuth_sources leaves ftrace out, or tracefs was not usable on this "
                          "host)"), False
-    if section.get("armed_at_ns") is None:
+    if trace_file is None and live is None:
+        return not_armed(NOT_GIVEN % "trace"), False
+    if section.get("armed_at_ns") is None and live:
         return not_armed("arming ftrace did not complete on this host (the state records no arm time): run "
                          "playbooks/arm.yml again"), False
     instance = os.path.join(section["tracefs"], "instances", section["instance"])
@@ -132,15 +175,18 @@ def _witness_and_bridge(lineage, events, offset_arm, losses, snapshot):
     return added
 
 
-def _read_audit(lineage, section, offset_arm, losses, traced, audit_log, run, snapshot):
+def _read_audit(lineage, section, offset_arm, losses, traced, audit_log, live, snapshot):
     """Stream the audit log: enrich the traced kills, or (no usable trace) build the lineage from it."""
     if section is None:
         return not_armed("not armed (sigsleuth_sources leaves audit out, and sigsleuth_audit_where_running is off)")
     if section.get("armed") is False:
         return not_armed(section.get("reason") or "not armed")
+    if audit_log is None and live is None:
+        return not_armed(NOT_GIVEN % "audit log")
     status = status_error = None
     try:
-        status = audit_status(**({} if run is None else {"run": run}))
+        if live:
+            status = audit_status(**({} if live.audit_run is None else {"run": live.audit_run}))
     except (SigsleuthError, OSError) as exc:
         status_error = "cannot read the audit status: %s" % exc
     stats = AuditStats()

@@ -28,16 +28,17 @@ AUDIT_BLIND_SPOTS = ("audit alone records kill-family syscalls only: kills by cg
 
 # ---------------------------------------------------------------- kills
 
-def process_dict(proc, clock, at_kill=None, tid=None, facts=None):
+def process_dict(proc, clock, at_kill=None, tid=None, facts=None, resolve_exe=True):
     """One process as the report shows it.
 
     `at_kill` is the ProcessAtKill of the moment of the kill; `facts` are what audit knew of it then.
+    `resolve_exe`: resolve the exec'd path on this machine (not offline, where it is another machine's path).
     """
     _key, comm, exe, argv = at_kill if at_kill is not None else proc.at_kill()
     entry = {
         "pid": proc.pid,
         "comm": comm,
-        "exe": resolved_exe(exe),
+        "exe": resolved_exe(exe) if resolve_exe else exe,
         "argv": argv,
         "uid": proc.uid,
         "started": clock.iso(proc.start_ns),
@@ -89,15 +90,17 @@ def resolved_exe(path):
     return decode_name(os.path.realpath(raw))
 
 
-def kill_dict(kill, clock, losses):
+def kill_dict(kill, clock, losses, resolve_exe=True):
     """One kill record with its ancestry and the plain-language gaps that apply to it."""
     facts = kill.audit_facts
-    victim = process_dict(kill.victim, clock, tid=kill.victim_tid, facts=facts.get(kill.victim.key))
+    victim = process_dict(kill.victim, clock, tid=kill.victim_tid, facts=facts.get(kill.victim.key),
+                          resolve_exe=resolve_exe)
     sender = None
     if kill.sender is not None:
         sender = process_dict(kill.sender, clock, at_kill=kill.sender_at_kill, tid=kill.sender_tid,
-                              facts=facts.get(kill.sender.key))
-    ancestry = [process_dict(ancestor.process, clock, at_kill=ancestor, facts=facts.get(ancestor.process.key))
+                              facts=facts.get(kill.sender.key), resolve_exe=resolve_exe)
+    ancestry = [process_dict(ancestor.process, clock, at_kill=ancestor, facts=facts.get(ancestor.process.key),
+                             resolve_exe=resolve_exe)
                 for ancestor in kill.ancestry]
     record = {
         "time": clock.iso(kill.ts_ns),
@@ -123,7 +126,7 @@ def kill_dict(kill, clock, losses):
     if kill.syscall_args is not None:
         record["syscall"] = dict(kill.syscall_args)
     if kill.trigger is not None:
-        record["trigger"] = process_dict(kill.trigger[0], clock, tid=kill.trigger[1])
+        record["trigger"] = process_dict(kill.trigger[0], clock, tid=kill.trigger[1], resolve_exe=resolve_exe)
     if kill.oom is not None:
         record["oom"] = dict(kill.oom)
     if kill.audit is not None:
@@ -220,7 +223,7 @@ def clock_source(trace_clock, offset_at_arm_ns, offset_at_collect_ns, step):
 
 # ---------------------------------------------------------------- the report
 
-def build_report(host, armed_at_ns, collected_at_ns, signals, sources, kills, clock, losses):
+def build_report(host, armed_at_ns, collected_at_ns, signals, sources, kills, clock, losses, resolve_exe=True):
     return {
         "schema_version": SCHEMA_VERSION,
         "host": host,
@@ -228,6 +231,6 @@ def build_report(host, armed_at_ns, collected_at_ns, signals, sources, kills, cl
         "collected_at": iso_utc(collected_at_ns),
         "signals": list(signals),
         "sources": sources,
-        "kills": [kill_dict(kill, clock, losses) for kill in kills],
+        "kills": [kill_dict(kill, clock, losses, resolve_exe) for kill in kills],
         "producer": dict(PRODUCER),
     }

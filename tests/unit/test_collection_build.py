@@ -41,6 +41,11 @@ def test_layout(built):
     assert files_under(built, "plugins", "filter") == sorted(
         name for name in os.listdir(os.path.join(ROOT, "roles", "sigsleuth", "filter_plugins")) if name.endswith(".py"))
     assert not os.path.exists(os.path.join(built, "roles", "sigsleuth", "filter_plugins"))
+    assert files_under(built, "plugins", "action") == sorted(
+        name for name in os.listdir(os.path.join(ROOT, "roles", "sigsleuth", "action_plugins")) if name.endswith(".py"))
+    assert not os.path.exists(os.path.join(built, "roles", "sigsleuth", "action_plugins"))
+    for template in ("summary.md.j2", "summary.html.j2", "summary.js"):
+        assert os.path.isfile(os.path.join(built, "roles", "sigsleuth", "templates", template)), template
 
 
 def test_every_playbook_but_the_demo(built):
@@ -51,7 +56,7 @@ def test_every_playbook_but_the_demo(built):
 
 
 def test_no_module_utils_reference_is_left_outside_the_collection(built):
-    for kind in ("modules", "module_utils", "filter"):
+    for kind in ("modules", "module_utils", "filter", "action"):
         for name in files_under(built, "plugins", kind):
             with open(os.path.join(built, "plugins", kind, name)) as handle:
                 text = handle.read()
@@ -96,7 +101,8 @@ def test_the_role_and_playbooks_name_everything_by_fqcn(built):
     with open(os.path.join(built, "roles", "sigsleuth", "tasks", "collect.yml")) as handle:
         text = handle.read()
     assert "sigsleuth.sigsleuth.sigsleuth_facts:" in text
-    assert "| sigsleuth.sigsleuth.sigsleuth_summary }}" in text
+    # The summaries are rendered by the action that writes the reports (its filters by module, not by name).
+    assert text.count("sigsleuth.sigsleuth.sigsleuth_report_files:") == 2
     assert "| sigsleuth.sigsleuth.sigsleuth_stats(" in text
     with open(os.path.join(built, "plugins", "modules", "sigsleuth_trace.py")) as handle:
         module = handle.read()
