@@ -167,6 +167,9 @@ def ensure_running(module, store, sections, section, alive, status):
         module.exit_json(changed=False, msg="the drain (pid %d) is running" % section["pid"],
                          **result(section, status, alive))
     if sections.get(SECTION_FTRACE, {}).get("armed_at_ns") is None:
+        if module.check_mode:  # an arm in check mode armed no trace either
+            module.exit_json(changed=True, msg="would start the drain once the trace is armed",
+                             **result(section, status, alive))
         module.fail_json(msg="the trace is not armed in %s: arm it (sigsleuth_trace) before starting the drain"
                              % store.path, **result(section, status, alive))
     # A drain that ran before on this boot (now dead, or stopped) is restarted from its checkpoint.
