@@ -130,7 +130,7 @@ def stats_from_dict(entry):
         setattr(stats, name, entry.get(name, getattr(stats, name)))
     stats.lost_markers = [tuple(marker) for marker in entry.get("lost_markers") or ()]
     stats.cpu_buffer_started = set(entry.get("cpu_buffer_started") or ())
-    stats.first_ts_per_cpu = {cpu: ts for cpu, ts in entry.get("first_ts_per_cpu") or ()}
+    stats.first_ts_per_cpu = dict(entry.get("first_ts_per_cpu") or ())
     return stats
 
 
@@ -188,8 +188,8 @@ def lineage_from_dict(data):
             lineage.recently_exited[pid] = procs[serial]
         for tid, ts in data.get("exited_tids") or ():
             lineage.exited_tids[tid] = ts
-        lineage.thread_group = {tid: tgid for tid, tgid in data.get("thread_group") or ()}
-        lineage.clone_flags = {tid: flags for tid, flags in data.get("clone_flags") or ()}
+        lineage.thread_group = dict(data.get("thread_group") or ())
+        lineage.clone_flags = dict(data.get("clone_flags") or ())
         lineage.kills = [_kill(entry, procs) for entry in data.get("kills") or ()]
         for index, sig in data.get("last_kill") or ():
             kill = lineage.kills[index]

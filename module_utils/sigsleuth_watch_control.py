@@ -20,7 +20,7 @@ from ansible.module_utils.sigsleuth_detach import is_alive, request, start_detac
 from ansible.module_utils.sigsleuth_drain import Drain, WatchFiles, read_json
 from ansible.module_utils.sigsleuth_lineage import Lineage
 from ansible.module_utils.sigsleuth_procfs import iter_snapshot, memory_hierarchy
-from ansible.module_utils.sigsleuth_state import SECTION_FTRACE, SECTION_SNAPSHOT, SECTION_WATCH, atomic_write
+from ansible.module_utils.sigsleuth_state import SECTION_FTRACE, SECTION_SNAPSHOT, atomic_write
 from ansible.module_utils.sigsleuth_trace_parser import TraceStats
 from ansible.module_utils.sigsleuth_tracefs import PRECISION_SYSCALL
 from ansible.module_utils.sigsleuth_vocabulary import PROC, SIGKILL
