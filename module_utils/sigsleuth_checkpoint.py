@@ -173,10 +173,14 @@ def _kill(entry, procs):
     return kill
 
 
-def lineage_from_dict(data):
-    """(Lineage, TraceStats, extra) rebuilt from lineage_to_dict's output. Raises ValueError when it is not one."""
+def lineage_from_dict(data, settings=None):
+    """(Lineage, TraceStats, extra) rebuilt from lineage_to_dict's output. Raises ValueError when it is not one.
+
+    settings (signals, precision, opens_traced) override the checkpoint's: the instance was re-armed with
+    other signals or another precision since, and the lineage goes on with what is traced now."""
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise ValueError("not a sigsleuth watch checkpoint (format %r)" % (data or {}).get("format"))
+    data = dict(data, **(settings or {}))
     try:
         lineage = Lineage(data["signals"], snapshot_time_ns=data.get("snapshot_time_ns"),
                           memory_hierarchy=data.get("memory_hierarchy"), precision=data.get("precision", "light"),
@@ -205,7 +209,7 @@ def save(path, lineage, stats=None, extra=None):
     atomic_write(path, json.dumps(lineage_to_dict(lineage, stats, extra), separators=(",", ":")))
 
 
-def load(path):
+def load(path, settings=None):
     """(Lineage, TraceStats, extra) from the checkpoint file; None when there is none."""
     try:
         with open(path, "rb") as handle:
@@ -214,7 +218,7 @@ def load(path):
         return None
     except (OSError, ValueError) as exc:
         raise ValueError("cannot read the watch checkpoint %s: %s" % (path, exc))
-    return lineage_from_dict(data)
+    return lineage_from_dict(data, settings)
 
 
 def exists(path):

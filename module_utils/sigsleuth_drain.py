@@ -231,8 +231,9 @@ class Drain:
         self.flush(final=True)
 
     def wait_ms(self):
-        """How long to wait for the trace before the next timed flush is due."""
-        due = self.last_flush + self.flush_interval - time.monotonic()
+        """How long to wait for the trace before the next flush is due (sooner with a kill not yet saved)."""
+        interval = self.kill_flush_interval if len(self.lineage.kills) != self.kills_flushed else self.flush_interval
+        due = self.last_flush + interval - time.monotonic()
         return max(10, min(1000, int(due * 1000)))
 
     def housekeeping(self, idle):

@@ -201,15 +201,27 @@ def test_arm_twice_check_mode_and_switching_off(watched, collect_watch):
     assert run.host()["changed"] == 0, run.output()
     assert watch_section()["pid"] == first["pid"] and drain_processes() == [first["pid"]]
 
-    run = watched(sigsleuth_watch=False)
+    # Re-armed with another signal: the drain goes on from its checkpoint, recording that signal too.
+    run = watched(sigsleuth_watch=True, sigsleuth_signals=["KILL", "TERM"])
+    second = watch_section()
+    assert second["pid"] != first["pid"] and drain_processes() == [second["pid"]], run.output()
+    assert second["traced"]["signals"] == [9, 15]
+    victim = subprocess.Popen(["sleep", "1000"])
+    time.sleep(0.5)
+    victim.terminate()
+    victim.wait()
+
+    run = watched(sigsleuth_watch=False, sigsleuth_signals=["KILL", "TERM"])
     assert run.host()["changed"] >= 1
-    assert wait_gone(first["pid"]) and drain_processes() == []
+    assert wait_gone(second["pid"]) and drain_processes() == []
     assert instance_exists(), "switching watch off removed the instance"
     assert watch_section()["stopped_at_ns"] is not None
     report = collect_watch()
     watch = report["sources"]["ftrace"]["watch"]
     assert watch["running"] is False and watch["crashed"] is False and watch["stopped_at"], watch
     assert report["sources"]["ftrace"]["loss"] is None
+    terms = [k for k in report["kills"] if k["victim"]["pid"] == victim.pid]
+    assert len(terms) == 1 and terms[0]["signal"]["name"] == "SIGTERM", report["kills"]
 
 
 # ---------------------------------------------------------------- hostile names
