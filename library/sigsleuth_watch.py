@@ -66,6 +66,8 @@ attributes:
     description: Linux only (tracefs, C(/proc)).
 seealso:
   - module: sigsleuth.sigsleuth.sigsleuth_trace
+  - module: sigsleuth.sigsleuth.sigsleuth_snapshot
+  - module: sigsleuth.sigsleuth.sigsleuth_audit
   - module: sigsleuth.sigsleuth.sigsleuth_facts
 """
 
