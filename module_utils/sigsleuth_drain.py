@@ -141,6 +141,8 @@ class PipeReader:
 
     def read(self, _size=None):
         drain = self.drain
+        if drain.pending_execs:
+            drain.follow_execs()
         while not drain.stopping:
             drain.housekeeping(idle=False)
             pause = self.next_read - time.monotonic()
@@ -191,6 +193,7 @@ class Drain:
         self.last_flush = 0.0
         self.argv_caught = status.get("argv_caught", 0)
         self.argv_missed = status.get("argv_missed", 0)
+        self.pending_execs = []  # processes seen exec'ing, followed up after the read is fed
 
     # ------------------------------------------------------------ signals
 
@@ -216,19 +219,29 @@ class Drain:
 
     def run(self, pipe_fd, wakeup_fd):
         """Feed everything trace_pipe yields until SIGTERM; then flush once more."""
-        lineage, proc_root = self.lineage, self.proc_root
-        feed = lineage.feed
-        by_pid = lineage.by_pid
+        feed = self.lineage.feed
+        by_pid = self.lineage.by_pid
+        pending = self.pending_execs
         reader = PipeReader(self, pipe_fd, wakeup_fd)
         for event in iter_events(reader, self.stats, chunk_size=READ_SIZE):
             feed(event)
             if event[0] == EXEC:
                 proc = by_pid.get(event[5][1])
-                if proc is not None and read_after_exec(proc, proc_root):
-                    self.argv_caught += 1
-                else:
-                    self.argv_missed += 1
+                if proc is not None:
+                    pending.append(proc)
+        self.follow_execs()
         self.flush(final=True)
+
+    def follow_execs(self):
+        """argv (and cgroup) of the processes seen exec'ing since the last read, once that read is fed: one
+        whose exit came in the same read is gone already, and is not looked for."""
+        caught = 0
+        for proc in self.pending_execs:
+            if not proc.exited and read_after_exec(proc, self.proc_root):
+                caught += 1
+        self.argv_caught += caught
+        self.argv_missed += len(self.pending_execs) - caught
+        self.pending_execs.clear()
 
     def wait_ms(self):
         """How long to wait for the trace before the next flush is due (sooner with a kill not yet saved)."""
