@@ -24,6 +24,7 @@ from ansible.module_utils.sigsleuth_state import atomic_write
 from ansible.module_utils.sigsleuth_trace_parser import TraceStats
 
 CHECKPOINT_FORMAT = 1
+RECENT_KEPT = 256
 RESTART_NOTE = ("the watch drain restarted from its checkpoint around this send: syscall evidence in flight at "
                 "the restart was not kept")
 _PROCESS_PLAIN = ("comm", "exe", "argv", "uid", "exit_ns", "exited", "source", "known_since_ns", "live_children",
@@ -98,8 +99,8 @@ def lineage_to_dict(lineage, stats=None, extra=None):
         "memory_hierarchy": lineage.memory_hierarchy,
         "snapshot_time_ns": lineage.snapshot_time_ns,
         "by_pid": [[pid, writer.ref(proc)] for pid, proc in lineage.by_pid.items()],
-        "recently_exited": [[pid, writer.ref(proc)] for pid, proc in lineage.recently_exited.items()],
-        "exited_tids": list(lineage.exited_tids.items()),
+        "recently_exited": [[pid, writer.ref(proc)] for pid, proc in _newest(lineage.recently_exited)],
+        "exited_tids": _newest(lineage.exited_tids),
         "thread_group": list(lineage.thread_group.items()),
         "clone_flags": list(lineage.clone_flags.items()),
         "kills": kills,
@@ -110,6 +111,14 @@ def lineage_to_dict(lineage, stats=None, extra=None):
     data["next_serial"] = max(writer.processes, default=0) + 1
     data["processes"] = [entry for entry in writer.processes.values() if entry is not None]
     return data
+
+
+def _newest(recent):
+    """The newest RECENT_KEPT entries of an OrderedDict of recent exits: only a send right after an exit reads
+    them, and the rest would make every checkpoint as large as the lineage's whole memory of exits."""
+    items = list(itertools.islice(reversed(recent.items()), RECENT_KEPT))
+    items.reverse()
+    return [list(item) for item in items]
 
 
 def stats_to_dict(stats):

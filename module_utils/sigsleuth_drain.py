@@ -141,7 +141,8 @@ class PipeReader:
 
     def read(self, _size=None):
         drain = self.drain
-        if drain.pending_execs:
+        if drain.pending_execs and self.next_read:
+            # The buffer was emptied by the last read (a batch ends): its exits are all fed now.
             drain.follow_execs()
         while not drain.stopping:
             drain.housekeeping(idle=False)
@@ -155,6 +156,7 @@ class PipeReader:
                     raise
                 data = None
             if data is not None:
+                self.next_read = 0.0
                 if len(data) < FULL_READ:
                     # Little was there: let events gather before the next read. trace_pipe wakes its reader at
                     # every event, and one pass of this loop per event costs far more than the event itself.
