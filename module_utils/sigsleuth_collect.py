@@ -12,7 +12,7 @@ import time
 from ansible.module_utils.sigsleuth_audit_lineage import AuditLineage, feed_audit_lineage
 from ansible.module_utils.sigsleuth_audit_log import AuditStats, iter_audit_events
 from ansible.module_utils.sigsleuth_auditd import audit_status
-from ansible.module_utils.sigsleuth_clock import Clock, boot_ns, clock_offset_ns, clock_step
+from ansible.module_utils.sigsleuth_clock import Clock, boot_ns, clock_offset_ns, clock_step, iso_utc
 from ansible.module_utils.sigsleuth_command import SigsleuthError
 from ansible.module_utils.sigsleuth_lineage import Lineage
 from ansible.module_utils.sigsleuth_loss import Losses, audit_loss, ftrace_loss
@@ -22,10 +22,13 @@ from ansible.module_utils.sigsleuth_redact import Redactor, redact_report
 from ansible.module_utils.sigsleuth_report import (
     audit_source, build_report, clock_source, ftrace_source, not_armed, snapshot_source,
 )
-from ansible.module_utils.sigsleuth_state import SECTION_AUDIT, SECTION_FTRACE, SECTION_SNAPSHOT, StateStore
+from ansible.module_utils.sigsleuth_state import (
+    SECTION_AUDIT, SECTION_FTRACE, SECTION_SNAPSHOT, SECTION_WATCH, StateStore,
+)
 from ansible.module_utils.sigsleuth_trace_parser import TraceStats, iter_events
 from ansible.module_utils.sigsleuth_tracefs import PRECISION_SYSCALL, read_loss_counters
 from ansible.module_utils.sigsleuth_vocabulary import PROC, SIGKILL
+from ansible.module_utils.sigsleuth_watch_control import crash_statement, read_watched, watch_source
 
 NOT_ARMED = "sigsleuth is not armed on this host (run playbooks/arm.yml first)"
 REBOOTED = "the host rebooted since arming: the trace buffer and the process table died with it"
@@ -38,11 +41,13 @@ OFFLINE_LIVENESS = ("offline analysis: its exit was not seen in the saved inputs
 
 
 class LiveHost:
-    """What collect reads on the host itself besides the saved sources: /proc, the clock, audit's status."""
+    """What collect reads on the host itself besides the saved sources: /proc, the clock, audit's status, and
+    the watch drain's persisted state in the state dir."""
 
-    def __init__(self, proc=PROC, audit_run=None):
+    def __init__(self, proc=PROC, audit_run=None, state_dir=None):
         self.proc = proc
         self.audit_run = audit_run
+        self.state_dir = state_dir
 
 
 def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, audit_run=None, redactor=None):
@@ -61,7 +66,7 @@ def _report(state_dir, host, proc, trace_file, audit_log, audit_run):
     sections = {} if store.is_stale(state) else state
     not_armed_reason = REBOOTED if state and sections is not state else NOT_ARMED
     return build(sections, host or socket.gethostname(), not_armed_reason, trace_file, audit_log,
-                 LiveHost(proc, audit_run))
+                 LiveHost(proc, audit_run, state_dir))
 
 
 def analyze(sections, host, trace_file=None, audit_logs=None, snapshot_file=None, redactor=None):
@@ -96,8 +101,16 @@ def build(sections, host, not_armed_reason, trace_file, audit_log, live):
                       memory_hierarchy=memory_hierarchy(live.proc) if live else None,
                       precision=(ftrace or {}).get("precision", PRECISION_SYSCALL),
                       opens_traced=(ftrace or {}).get("cgroup_kill_opens", False))
-    sources = {"snapshot": _read_snapshot(lineage, snapshot, clock)}
-    sources["ftrace"], traced = _read_trace(lineage, ftrace, clock, losses.ftrace, trace_file, live)
+    watched = read_watched(live.state_dir, sections[SECTION_WATCH], live.proc) \
+        if live and ftrace is not None and sections.get(SECTION_WATCH) and trace_file is None else None
+    if watched is None:
+        sources = {"snapshot": _read_snapshot(lineage, snapshot, clock)}
+        sources["ftrace"], traced = _read_trace(lineage, ftrace, clock, losses.ftrace, trace_file, live)
+    else:
+        # The drain's lineage already holds the snapshot and everything it consumed.
+        lineage = watched.lineage
+        sources = {"snapshot": snapshot_source(snapshot, clock)}
+        sources["ftrace"], traced = _read_watched(watched, ftrace, clock, losses.ftrace)
     sources["audit"] = _read_audit(lineage, audit, offset_arm, losses, traced, audit_log, live, snapshot)
     losses.clock_step = clock_step(offset_arm, offset_now)
     sources["clock"] = clock_source((ftrace or {}).get("clock"), offset_arm, offset_now, losses.clock_step)
@@ -150,6 +163,35 @@ def _read_trace(lineage, section, clock, loss, trace_file, live):
         loss.add("the trace could not be read")
     ftrace_loss(loss, per_cpu, stats, clock)
     return ftrace_source(section, stats, per_cpu, loss, clock, error), error is None
+
+
+def _read_watched(watched, section, clock, loss):
+    """With watch on: the drain's persisted state, plus - when it no longer runs - the buffer's unconsumed rest."""
+    instance = os.path.join(section["tracefs"], "instances", section["instance"])
+    per_cpu = read_loss_counters(instance)
+    stats, error, rest_first = watched.stats, None, []
+    flushed_until = stats.last_ts  # the last event the drain had persisted
+    first_ever = dict(stats.first_ts_per_cpu)
+    if not watched.alive:
+        path = os.path.join(instance, "trace")
+        try:
+            with open(path, "rb") as stream:
+                for event in iter_events(stream, stats):
+                    if not rest_first:
+                        rest_first.append(event[1])
+                    watched.lineage.feed(event)
+        except OSError as exc:
+            error = "cannot read %s: %s" % (path, exc)
+            loss.add("the trace could not be read")
+        for cpu, ts in first_ever.items():
+            stats.first_ts_per_cpu[cpu] = ts
+    crashed = crash_statement(watched)
+    if crashed:
+        loss.add(crashed, rest_first[0] if rest_first else None, since_ns=flushed_until)
+    ftrace_loss(loss, per_cpu, stats, clock)
+    source = ftrace_source(section, stats, per_cpu, loss, clock, error)
+    source["watch"] = watch_source(watched, iso_utc)
+    return source, error is None
 
 
 def _witness_and_bridge(lineage, events, offset_arm, losses, snapshot):
