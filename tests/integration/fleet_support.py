@@ -34,6 +34,7 @@ SUDOERS_DIR = "/etc/sudoers.d"
 TRACEFS = "/sys/kernel/tracing"
 UNREACHABLE_PORT = 9  # discard: nothing listens there on a loopback test address
 READY_TIMEOUT_S = 15.0
+SESSION_GRACE_S = 5.0
 
 
 class FleetError(Exception):
@@ -108,14 +109,19 @@ class FleetHost:
         }
         if self.become:
             host.update(ansible_become=True, ansible_become_method="sudo")
+        if fleet.client_logs:
+            host["ansible_ssh_extra_args"] = "-o LogLevel=VERBOSE -E %s" % fleet.client_log(self)
         return host
 
 
 class SSHFleet:
     """Start with `SSHFleet(hosts).start()`; always `stop()` (idempotent, also after a failed start)."""
 
-    def __init__(self, hosts, prefix="fleet"):
+    def __init__(self, hosts, prefix="fleet", client_logs=False):
+        """client_logs: each host's ssh client logs at VERBOSE to <base>/ssh_<host>.log, which holds the bytes
+        each connection moved ("Transferred: sent N, received M bytes") once its control master exits."""
         self.hosts = list(hosts)
+        self.client_logs = client_logs
         self.token = uuid.uuid4().hex[:6]
         self.prefix = prefix
         self.user = "sigsleuth-%s-%s" % (prefix, self.token)
@@ -265,6 +271,13 @@ class SSHFleet:
         except OSError:
             return ""
 
+    def client_log(self, host):
+        return self.path("ssh_%s.log" % host.name)
+
+    def close_masters(self):
+        """End every SSH control master now (each playbook run then starts from a fresh connection)."""
+        self._close_masters()
+
     def ssh_args(self):
         return " ".join([
             "-o UserKnownHostsFile=%s" % self.path("known_hosts"),
@@ -345,6 +358,10 @@ class SSHFleet:
     def _stop_sshd(self, host):
         if host.sshd is None:
             return []
+        # The masters are gone; each connection's sshd needs a moment to notice and exit.
+        deadline = time.monotonic() + SESSION_GRACE_S
+        while descendants(host.sshd.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         sessions = descendants(host.sshd.pid)
         if host.sshd.poll() is None:
             host.sshd.terminate()
