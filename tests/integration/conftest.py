@@ -111,3 +111,46 @@ def collect(tmp_path, report_schema):
         return report
 
     return run
+
+
+@pytest.fixture(scope="module")
+def ssh_fleet(host_baseline):
+    """The SSH test fleet (tests/integration/fleet_support.py), for the whole module: fleet-root (root, the one
+    host that may join audit), fleet-sudo (an unprivileged user with sudo become), fleet-py39 (root, Python 3.9
+    on the target) and fleet-down (nothing listens there). After the module: disarmed over SSH, then every
+    sshd, session, user, key and sudoers file removed, and the machine checked to be as the module found it."""
+    from fleet_support import FleetError, FleetHost, SSHFleet, python39
+
+    old_python = python39()
+    if old_python is None:
+        pytest.fail("no ~/.pyenv/versions/3.9.*/bin/python for the Python 3.9 test host")
+    fleet = SSHFleet([
+        FleetHost("fleet-root", "127.0.0.2", audit=True),
+        FleetHost("fleet-sudo", "127.0.0.3", user="unprivileged", become=True),
+        FleetHost("fleet-py39", "127.0.0.4", python=old_python),
+        FleetHost("fleet-down", "127.0.0.5", reachable=False),
+    ])
+    try:
+        try:
+            fleet.start()
+        except FleetError as exc:
+            pytest.fail("the SSH test fleet did not start: %s" % exc)
+        yield fleet
+    finally:
+        disarm = fleet.run("disarm.yml") if fleet.base and os.path.exists(fleet.inventory) else None
+        problems = fleet.stop()
+        if disarm is not None and any(disarm.recap.get(host.name, {}).get("failed", 1) for host in fleet.hosts
+                                      if host.reachable):
+            problems.append("disarm over the fleet failed:\n" + disarm.output())
+        assert not problems, "the SSH test fleet left things behind:\n- " + "\n- ".join(problems)
+        assert_no_residue(host_baseline, "after the SSH test fleet")
+
+
+@pytest.fixture
+def fleet(ssh_fleet):
+    """The SSH test fleet for one test; disarmed over SSH after it, pass or fail."""
+    yield ssh_fleet
+    disarm = ssh_fleet.run("disarm.yml")
+    failed = [host.name for host in ssh_fleet.hosts if host.reachable
+              and disarm.recap.get(host.name, {}).get("failed", 1)]
+    assert not failed, "disarm failed on %s:\n%s" % (failed, disarm.output())
