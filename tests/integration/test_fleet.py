@@ -9,9 +9,13 @@ summary.md with the reason; the others still get their reports; collect again is
 partly armed host.
 """
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 
 from sigsleuth_support import ROOT, signals_extra_vars
 from test_kill_scenarios import Findings, check_kill, summarize
@@ -180,3 +184,92 @@ def test_faults_are_named_with_reasons_and_the_others_still_report(fleet, tmp_pa
     for host in fleet.hosts:
         assert not os.path.isdir(tracefs_instance_dir(host.instance)), "%s still armed" % host.name
         assert not os.path.exists(host.state_dir), "%s's state dir is left" % host.name
+
+
+# A parent that holds a secret in its argv from before arm (so every host's snapshot records it), then, told
+# to, forks a shell that SIGKILLs the parent's sleeping victim: the parent is the sender's parent in the report.
+SECRET_PARENT = r"""
+import os, subprocess, sys, time
+victim = subprocess.Popen(["sleep", "300"])
+go = sys.argv[1]
+while not os.path.exists(go):
+    time.sleep(0.05)
+subprocess.call(["sh", "-c", 'kill -9 "$1"', "sh", str(victim.pid)])
+victim.wait()
+time.sleep(600)
+"""
+
+
+def collect_secret_fleet(fleet, tmp_path, *extra):
+    """Stage the secret parent's kill across the fleet, collect with -v (module results printed too) and
+    disarm: (the collect run, the report dir, each reachable host's kill sent by the parent's child)."""
+    tmp_path.mkdir()
+    go = tmp_path / "go"
+    parent = subprocess.Popen([sys.executable, "-c", SECRET_PARENT, str(go), "--password=hunter2"])
+    try:
+        time.sleep(0.5)  # the parent and its victim exist before arm: the snapshot holds their argv
+        arm = fleet.run("arm.yml")
+        assert arm.rc == UNREACHABLE_RC, arm.output()
+        go.touch()
+        deadline = time.monotonic() + 10
+        while any(child["comm"] == "sleep" for child in _children(parent.pid)):  # until the victim is reaped
+            assert time.monotonic() < deadline, "the staged kill did not happen"
+            time.sleep(0.1)
+        report_dir = tmp_path / "reports"
+        collect = fleet.run("collect.yml", "-v", "-e", "sigsleuth_report_dir=%s" % report_dir, *extra)
+        assert collect.rc == FAILED_RC, collect.output()
+        assert_outcomes(collect, ok=REACHABLE, failed=["fleet-down"])
+        kills = {}
+        for name in REACHABLE:
+            report = json.loads((report_dir / name / "report.json").read_text())
+            found = [kill for kill in report["kills"] if kill["ancestry"] and kill["ancestry"][0]["pid"] == parent.pid]
+            assert found, "%s: no kill sent by the parent's child:\n%s" % (name, summarize(report))
+            kills[name] = found[0]
+        disarm = fleet.run("disarm.yml")
+        assert disarm.rc == UNREACHABLE_RC, disarm.output()
+        return collect, report_dir, kills
+    finally:
+        for child in _children(parent.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child["pid"], signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
+def leaks(collect, report_dir, secret="hunter2"):
+    """Where the secret reached the control node: file names and contents under the report dir, the output."""
+    found = [str(path) for path in report_dir.rglob("*")
+             if secret in path.name or (path.is_file() and secret.encode() in path.read_bytes())]
+    return found + (["collect's output"] if secret in collect.stdout + collect.stderr else [])
+
+
+def test_a_secret_in_argv_reaches_no_file_and_no_output_on_the_control_node(fleet, tmp_path):
+    """Redaction happens on each target before the facts cross SSH: a staged `--password=hunter2` argv of the
+    sender's parent is `<redacted>` in every host's report, and `hunter2` is in no file under the report
+    directory and nowhere in collect's output; with `sigsleuth_redact: []` it is there (the check is real)."""
+    collect, report_dir, kills = collect_secret_fleet(fleet, tmp_path / "default")
+    for name, kill in kills.items():
+        assert "--password=<redacted>" in (kill["ancestry"][0].get("argv") or []), \
+            "%s: the parent's argv is not redacted: %r" % (name, kill["ancestry"][0].get("argv"))
+    assert not leaks(collect, report_dir), "the secret reached the control node in: %s" % leaks(collect, report_dir)
+
+    collect, report_dir, kills = collect_secret_fleet(fleet, tmp_path / "off", "-e", '{"sigsleuth_redact": []}')
+    assert all("--password=hunter2" in (kill["ancestry"][0].get("argv") or []) for kill in kills.values()), kills
+    assert leaks(collect, report_dir), "with sigsleuth_redact: [] the argv should be kept as it was"
+
+
+def _children(pid):
+    """The live children of pid: [{pid, comm}] from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if int(rest[1]) == pid:
+            found.append({"pid": int(entry), "comm": comm})
+    return found
