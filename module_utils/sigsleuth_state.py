@@ -15,6 +15,10 @@ owner, each written only by its owner:
     signals, exec, fork, abis, rules, persist_file, log_file, log_format, armed_at_ns, clock_offset_ns and what
     disarm must undo: started_auditd, auditd_pid, enabled_before, enabled_set_by_us, backlog_limit_before,
     backlog_limit_set, audit_was_enabled, lost_at_arm, backlog_at_arm.
+``watch`` (sigsleuth_watch)
+    pid, start_ticks (/proc/PID/stat start time: the drain's identity), started_at_ns, restarts, instance,
+    flush_interval, stopped_at_ns (None while it should be running). The drain's own files are listed in
+    sigsleuth_drain.WatchFiles.
 
 ``*_ns`` times are CLOCK_REALTIME nanoseconds. A file written under another boot_id is stale: its runtime
 state died with the reboot.
@@ -33,6 +37,7 @@ STATE_FORMAT = 1
 SECTION_FTRACE = "ftrace"
 SECTION_SNAPSHOT = "snapshot"
 SECTION_AUDIT = "audit"
+SECTION_WATCH = "watch"
 _HEADER_KEYS = ("format", "boot_id", "dir_created")
 
 

@@ -1,0 +1,265 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# The watch drain: the instance's trace_pipe, read as it is written, into the lineage. Standard library only.
+"""Consume the trace as it is written and keep only what can still matter.
+
+The drain reads the instance's ``trace_pipe`` (text, consumed as read) with the same parser collect uses and
+feeds the same lineage engine, which prunes exited processes nobody descends from: memory follows live
+processes and the kills. Right after an exec it reads ``/proc/PID/cmdline`` and ``/proc/PID/cgroup`` of that
+pid - only files under /proc/PID/, never a path a process chose - and keeps them only when /proc/PID/stat
+proves the same incarnation (start time and the comm the exec gave it) before and after the read.
+
+What it persists, atomically (temp file + rename, 0600), in the state dir (see `WatchFiles`):
+
+* the checkpoint (sigsleuth_checkpoint): at most every `flush_interval` s, and within `kill_flush_interval` s
+  of a new kill; also on SIGUSR1 (after consuming what the buffer holds at that moment) and before exit
+  (SIGTERM);
+* the kill index: the newest KILL_INDEX_LIMIT kills, small, written with the checkpoint;
+* the status: running since, events consumed, lost, restarts, last flush (and its sequence number).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import time
+
+from ansible.module_utils.sigsleuth_checkpoint import save as save_checkpoint
+from ansible.module_utils.sigsleuth_clock import Clock
+from ansible.module_utils.sigsleuth_procfs import NS_PER_TICK, START_TOLERANCE_NS, read_cgroups, read_stat
+from ansible.module_utils.sigsleuth_state import atomic_write
+from ansible.module_utils.sigsleuth_trace_parser import EXEC, iter_events
+from ansible.module_utils.sigsleuth_tracefs import read_loss_counters
+from ansible.module_utils.sigsleuth_vocabulary import PROC, decode_name, signal_name
+
+ARGV_FROM_PROC = "proc_after_exec"
+KILL_INDEX_LIMIT = 1000
+READ_SIZE = 1 << 16
+MAX_ARGV_BYTES = 1 << 16
+
+
+class WatchFiles:
+    """Where one drain keeps its files, all in the state dir."""
+
+    def __init__(self, state_dir):
+        self.checkpoint = os.path.join(state_dir, "watch-checkpoint.json")
+        self.kills = os.path.join(state_dir, "watch-kills.json")
+        self.status = os.path.join(state_dir, "watch-status.json")
+
+    def all(self):
+        return (self.checkpoint, self.kills, self.status)
+
+
+def read_json(path):
+    """A small JSON file, or None when it is missing or half-written (never, with atomic writes)."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def kill_summary(kill, clock):
+    """The kill index entry: what a poll needs to tell whether the victim it waits for was killed."""
+    def who(proc, comm=None):
+        return None if proc is None else {"pid": proc.pid, "comm": comm if comm is not None else proc.comm}
+    sender_comm = kill.sender_at_kill.comm if kill.sender_at_kill is not None else None
+    return {"time": clock.iso(kill.ts_ns), "ts_ns": kill.ts_ns, "signal": signal_name(kill.signal),
+            "number": kill.signal, "victim": who(kill.victim), "sender": who(kill.sender, sender_comm),
+            "mechanism": kill.mechanism, "count": kill.count}
+
+
+def _read_limited(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_ARGV_BYTES)
+    except OSError:
+        return None
+
+
+def same_incarnation(pid, proc_start_ns, comm, proc_root=PROC):
+    stat = read_stat(pid, proc_root)
+    return stat is not None and proc_start_ns is not None and stat[0] == comm \
+        and abs(stat[2] * NS_PER_TICK - proc_start_ns) <= START_TOLERANCE_NS
+
+
+def read_after_exec(proc, proc_root=PROC):
+    """argv and cgroup of a process just seen exec'ing, if /proc still shows that very incarnation.
+
+    Returns True when they were kept. Only /proc/PID/{stat,cmdline,cgroup} are opened."""
+    if not same_incarnation(proc.pid, proc.start_ns, proc.comm, proc_root):
+        return False
+    base = "%s/%d" % (proc_root, proc.pid)
+    raw = _read_limited(base + "/cmdline")
+    cgroups = read_cgroups(base)
+    if not raw or not same_incarnation(proc.pid, proc.start_ns, proc.comm, proc_root):
+        return False
+    proc.argv = [decode_name(part) for part in raw.rstrip(b"\0").split(b"\0")]
+    proc.facts_from["argv"] = ARGV_FROM_PROC
+    if cgroups[0] is not None:
+        proc.cgroup = cgroups[0]
+    if cgroups[1] is not None:
+        proc.memory_cgroup = cgroups[1]
+    return True
+
+
+class PipeReader:
+    """A file-like view of trace_pipe for the parser: read() returns what is there, waiting when nothing is,
+    and does the drain's housekeeping at those moments (between reads every event read is fed)."""
+
+    def __init__(self, drain, fd, wakeup):
+        self.drain = drain
+        self.fd = fd
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+        self.poller.register(wakeup, select.POLLIN)
+        self.wakeup = wakeup
+
+    def read(self, _size=None):
+        drain = self.drain
+        while not drain.stopping:
+            drain.housekeeping(idle=False)
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except OSError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+                data = None
+            if data:
+                return data
+            drain.housekeeping(idle=True)
+            if drain.stopping:
+                break
+            self.poller.poll(drain.wait_ms())
+            try:
+                os.read(self.wakeup, 512)
+            except OSError:
+                pass
+        return b""
+
+
+class Drain:
+    """One drain: a lineage, the parser's counters and the files it keeps them in."""
+
+    def __init__(self, lineage, stats, files, instance_dir, clock_offset_ns, status, proc_root=PROC,
+                 flush_interval=2.0, kill_flush_interval=0.2):
+        self.lineage = lineage
+        self.stats = stats
+        self.files = files
+        self.instance_dir = instance_dir
+        self.clock = Clock(clock_offset_ns)
+        self.status = status  # started_at_ns, restarts, pid, ... (what status() reports besides the counters)
+        self.proc_root = proc_root
+        self.flush_interval = flush_interval
+        self.kill_flush_interval = kill_flush_interval
+        self.stopping = False
+        self.flush_requested = False
+        self.flush_seq = status.get("flush_seq", 0)
+        self.kills_flushed = len(lineage.kills)
+        self.last_flush = 0.0
+        self.argv_caught = status.get("argv_caught", 0)
+        self.argv_missed = status.get("argv_missed", 0)
+
+    # ------------------------------------------------------------ signals
+
+    def on_signal(self, signum, _frame):
+        if signum == signal.SIGTERM or signum == signal.SIGINT:
+            self.stopping = True
+        else:
+            self.flush_requested = True
+
+    def install_signals(self):
+        """SIGTERM: flush and exit; SIGUSR1: consume what is there, flush, go on. Returns the wakeup fd."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        signal.set_wakeup_fd(write_end)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(signum, self.on_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        return read_end
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, pipe_fd, wakeup_fd):
+        """Feed everything trace_pipe yields until SIGTERM; then flush once more."""
+        lineage, proc_root = self.lineage, self.proc_root
+        feed = lineage.feed
+        by_pid = lineage.by_pid
+        reader = PipeReader(self, pipe_fd, wakeup_fd)
+        for event in iter_events(reader, self.stats, chunk_size=READ_SIZE):
+            feed(event)
+            if event[0] is EXEC or event[0] == EXEC:
+                proc = by_pid.get(event[5][1])
+                if proc is not None and read_after_exec(proc, proc_root):
+                    self.argv_caught += 1
+                else:
+                    self.argv_missed += 1
+        self.flush(final=True)
+
+    def wait_ms(self):
+        """How long to wait for the trace before the next timed flush is due."""
+        due = self.last_flush + self.flush_interval - time.monotonic()
+        return max(10, min(1000, int(due * 1000)))
+
+    def housekeeping(self, idle):
+        """Flush when asked (once the buffer is consumed), when a kill is new, or when the interval is up."""
+        now = time.monotonic()
+        if idle and self.flush_requested:
+            self.flush_requested = False
+            self.flush()
+        elif len(self.lineage.kills) != self.kills_flushed and now - self.last_flush >= self.kill_flush_interval:
+            self.flush()
+        elif now - self.last_flush >= self.flush_interval:
+            self.flush()
+
+    # ------------------------------------------------------------ persisting
+
+    def flush(self, final=False):
+        """Checkpoint, kill index, status: in that order, so the status never claims more than is saved."""
+        self.flush_seq += 1
+        lineage = self.lineage
+        save_checkpoint(self.files.checkpoint, lineage, self.stats,
+                        {"flush_seq": self.flush_seq, "flushed_at_ns": time.time_ns()})
+        if len(lineage.kills) != self.kills_flushed or not os.path.exists(self.files.kills) or final:
+            self.write_kill_index()
+        self.kills_flushed = len(lineage.kills)
+        atomic_write(self.files.status, json.dumps(self.status_dict(final)))
+        self.last_flush = time.monotonic()
+
+    def write_kill_index(self):
+        kills = self.lineage.kills
+        index = {"count": len(kills),
+                 "kills": [kill_summary(kill, self.clock) for kill in kills[-KILL_INDEX_LIMIT:]]}
+        atomic_write(self.files.kills, json.dumps(index))
+
+    def status_dict(self, final=False):
+        overrun = dropped = 0
+        for counters in read_loss_counters(self.instance_dir).values():
+            overrun += counters.get("overrun", 0) or 0
+            dropped += (counters.get("dropped_events", 0) or 0) + (counters.get("commit_overrun", 0) or 0)
+        status = dict(self.status)
+        status.update(
+            state="stopped" if final else "running",
+            flush_seq=self.flush_seq, last_flush_ns=time.time_ns(), events=self.stats.events,
+            bytes=self.stats.bytes, lost_events=self.stats.lost_events, overrun=overrun, dropped=dropped,
+            kills=len(self.lineage.kills), live_processes=len(self.lineage.by_pid),
+            argv_caught=self.argv_caught, argv_missed=self.argv_missed, last_event_ts_ns=self.stats.last_ts,
+            rss_kb=_rss_kb(self.proc_root),
+        )
+        return status
+
+
+def _rss_kb(proc_root):
+    try:
+        with open("%s/self/status" % proc_root, "rb") as handle:
+            for line in handle:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -1,0 +1,175 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# The watch drain's life: start, stop, query, and what collect reads of it. Standard library only; 3.9+.
+"""Everything about one host's watch drain that is not the drain loop itself (sigsleuth_drain).
+
+The ``watch`` section of the state file (written only by the sigsleuth_watch module) records the drain's
+identity and history: pid, start_ticks (/proc/PID/stat start time), started_at_ns, restarts, instance,
+stopped_at_ns. The drain writes its own files (sigsleuth_drain.WatchFiles), never state.json.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from ansible.module_utils.sigsleuth_checkpoint import load as load_checkpoint
+from ansible.module_utils.sigsleuth_clock import boot_ns, iso_utc
+from ansible.module_utils.sigsleuth_detach import is_alive, request, start_detached, stop
+from ansible.module_utils.sigsleuth_drain import Drain, WatchFiles, read_json
+from ansible.module_utils.sigsleuth_lineage import Lineage
+from ansible.module_utils.sigsleuth_procfs import iter_snapshot, memory_hierarchy
+from ansible.module_utils.sigsleuth_state import SECTION_FTRACE, SECTION_SNAPSHOT, SECTION_WATCH, atomic_write
+from ansible.module_utils.sigsleuth_trace_parser import TraceStats
+from ansible.module_utils.sigsleuth_tracefs import PRECISION_SYSCALL
+from ansible.module_utils.sigsleuth_vocabulary import PROC, SIGKILL
+
+FLUSH_WAIT_S = 15.0
+
+
+def instance_dir(ftrace):
+    return os.path.join(ftrace["tracefs"], "instances", ftrace["instance"])
+
+
+def drain_alive(section, proc=PROC):
+    return bool(section) and is_alive(section.get("pid"), section.get("start_ticks"), proc)
+
+
+def check_writable(state_dir):
+    """Fail early, naming the path, where the drain could not persist anything (e.g. a read-only fs)."""
+    probe = os.path.join(state_dir, ".sigsleuth-watch-probe")
+    try:
+        if not os.path.isdir(state_dir):
+            os.makedirs(state_dir, mode=0o700)
+        atomic_write(probe, b"")
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError("the watch drain cannot write its state to %s: %s" % (state_dir, exc.strerror or exc))
+
+
+def _fresh_lineage(sections, proc=PROC):
+    """A lineage seeded with the arm-time snapshot, as collect would start it."""
+    ftrace, snapshot = sections[SECTION_FTRACE], sections.get(SECTION_SNAPSHOT) or {}
+    offset = ftrace.get("clock_offset_ns") or 0
+    lineage = Lineage(ftrace.get("signals") or [SIGKILL],
+                      snapshot_time_ns=boot_ns(snapshot.get("taken_at_ns"), offset),
+                      memory_hierarchy=memory_hierarchy(proc), precision=ftrace.get("precision", PRECISION_SYSCALL),
+                      opens_traced=ftrace.get("cgroup_kill_opens", False))
+    if snapshot.get("path"):
+        lineage.add_snapshot(iter_snapshot(snapshot["path"]))
+    return lineage
+
+
+def build_drain(state_dir, sections, status, flush_interval, proc=PROC):
+    """The drain to run: from its checkpoint when there is one (a restart), else from the snapshot."""
+    files = WatchFiles(state_dir)
+    restored = load_checkpoint(files.checkpoint)
+    if restored is not None:
+        lineage, stats, extra = restored
+        status["flush_seq"] = extra.get("flush_seq", 0)
+        previous = read_json(files.status) or {}
+        status["argv_caught"], status["argv_missed"] = previous.get("argv_caught", 0), previous.get("argv_missed", 0)
+    else:
+        lineage, stats = _fresh_lineage(sections, proc), TraceStats()
+    ftrace = sections[SECTION_FTRACE]
+    return Drain(lineage, stats, files, instance_dir(ftrace), ftrace.get("clock_offset_ns") or 0, status,
+                 proc_root=proc, flush_interval=flush_interval)
+
+
+def start(state_dir, sections, restarts, flush_interval):
+    """Start a detached drain; returns the new watch section. Raises OSError/DetachError with the reason."""
+    check_writable(state_dir)
+    started_at_ns = time.time_ns()
+    ftrace = sections[SECTION_FTRACE]
+    pipe_path = os.path.join(instance_dir(ftrace), "trace_pipe")
+
+    def run_drain(ready):
+        fd = os.open(pipe_path, os.O_RDONLY | os.O_NONBLOCK)
+        status = {"pid": os.getpid(), "started_at_ns": started_at_ns, "restarts": restarts,
+                  "instance": ftrace["instance"]}
+        drain = build_drain(state_dir, sections, status, flush_interval)
+        wakeup = drain.install_signals()
+        drain.flush()
+        ready()
+        try:
+            drain.run(fd, wakeup)
+        except Exception as exc:
+            drain.status["crashed"] = "%s: %s" % (type(exc).__name__, exc)
+            drain.flush(final=True)
+            raise
+
+    pid, start_ticks = start_detached(run_drain)
+    return {"pid": pid, "start_ticks": start_ticks, "started_at_ns": started_at_ns, "restarts": restarts,
+            "instance": ftrace["instance"], "flush_interval": flush_interval, "stopped_at_ns": None}
+
+
+def stop_drain(section, proc=PROC):
+    """Stop the recorded drain (it flushes first); True when it was running."""
+    return stop(section.get("pid"), section.get("start_ticks"), proc=proc)
+
+
+def request_flush(state_dir, section, timeout=FLUSH_WAIT_S, proc=PROC):
+    """Ask a live drain to consume what the buffer holds now and flush; True once it did."""
+    files = WatchFiles(state_dir)
+    before = (read_json(files.status) or {}).get("flush_seq", 0)
+    if not request(section.get("pid"), section.get("start_ticks"), signal.SIGUSR1, proc):
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (read_json(files.status) or {}).get("flush_seq", 0) > before:
+            return True
+        if not drain_alive(section, proc):
+            return False
+        time.sleep(0.01)
+    return False
+
+
+def remove_files(state_dir):
+    """Remove the drain's files; the names of those that were there."""
+    removed = []
+    for path in WatchFiles(state_dir).all():
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def drain_summary(section, status, alive):
+    """What the module and the report say about the drain (times as ns; the report converts)."""
+    status = status or {}
+    crashed = bool(section) and not alive and section.get("stopped_at_ns") is None
+    return {
+        "running": alive,
+        "pid": section.get("pid") if section else None,
+        "started_at_ns": section.get("started_at_ns") if section else None,
+        "stopped_at_ns": section.get("stopped_at_ns") if section else None,
+        "crashed": crashed,
+        "crash_reason": status.get("crashed"),
+        "restarts": section.get("restarts", 0) if section else 0,
+        "events": status.get("events", 0),
+        "lost_events": status.get("lost_events", 0),
+        "overrun": status.get("overrun", 0),
+        "dropped": status.get("dropped", 0),
+        "kills": status.get("kills", 0),
+        "live_processes": status.get("live_processes"),
+        "argv_caught": status.get("argv_caught", 0),
+        "argv_missed": status.get("argv_missed", 0),
+        "last_flush_ns": status.get("last_flush_ns"),
+        "rss_kb": status.get("rss_kb"),
+        "started": iso_utc(section.get("started_at_ns")) if section else None,
+        "last_flush": iso_utc(status.get("last_flush_ns")),
+    }
+
+
+def matching_kills(state_dir, victim_comm=None, victim_pid=None):
+    """The kill index entries of the victim (all of them when no victim is named): a constant-size read."""
+    index = read_json(WatchFiles(state_dir).kills) or {}
+    kills = index.get("kills") or []
+    if victim_pid is not None:
+        kills = [kill for kill in kills if (kill.get("victim") or {}).get("pid") == victim_pid]
+    if victim_comm is not None:
+        kills = [kill for kill in kills if (kill.get("victim") or {}).get("comm") == victim_comm]
+    return kills, index.get("count", 0)
