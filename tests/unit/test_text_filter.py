@@ -6,7 +6,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "roles", "sigsleuth", "filter_plugins"))
 
-from sigsleuth_text import FilterModule, sigsleuth_text, visible  # noqa: E402
+from sigsleuth_text import FilterModule, sigsleuth_kills_of, sigsleuth_text, visible  # noqa: E402
 
 
 def process(pid, comm, exe=None, exited=True, **extra):
@@ -108,9 +108,15 @@ def test_victim_restricts_by_comm_or_pid():
     assert by_comm.startswith("sigsleuth: 2 hosts, 1 kill of collector-agent\n")
     assert "worker[77]" not in by_comm and "collector-agent[1234]" in by_comm
     assert "web2: no kills of collector-agent (1 kill of other victims)" in by_comm
-    for pid in (77, "77"):
+    for pid in (77, "77", {"pid": 77}):
         by_pid = sigsleuth_text(fleet, victim=pid)
-        assert "2 kills of 77" in by_pid and "collector-agent[1234]" not in by_pid
+        assert "2 kills of pid 77" in by_pid and "collector-agent[1234]" not in by_pid
+    # A comm that looks like a number, said to be a comm.
+    numeric = dict(SEED_KILL, victim=process(5, "77", "/usr/bin/x"))
+    fleet["web3"] = {"report": report([numeric]), "error": None}
+    assert "web3: 1 kill of 77" in sigsleuth_text(fleet, victim={"comm": "77", "label": "77"})
+    assert sigsleuth_kills_of(fleet, {"comm": "77"}) == {"web1": 0, "web2": 0, "web3": 1}
+    assert sigsleuth_kills_of(fleet, "collector-agent") == {"web1": 1, "web2": 0, "web3": 0}
 
 
 def test_hostile_names_are_visible_and_harmless():
@@ -146,5 +152,5 @@ def test_visible_and_the_filter_name():
     assert visible(None) == "none"
     assert visible("a" * 500).endswith("…") and len(visible("a" * 500)) == 240
     assert visible("\\x41") == "\\x41"  # the report's own escapes pass through as they are
-    assert FilterModule().filters() == {"sigsleuth_text": sigsleuth_text}
+    assert FilterModule().filters() == {"sigsleuth_text": sigsleuth_text, "sigsleuth_kills_of": sigsleuth_kills_of}
     assert sigsleuth_text({}) == "sigsleuth: 0 hosts, 0 kills\n"

@@ -33,7 +33,8 @@ options:
     required: true
   victim:
     description:
-      - Only kills of this victim, a pid (an integer or a string of digits) or a comm (exact).
+      - Only kills of this victim, a pid (an integer or a string of digits), a comm (exact), or a mapping
+        with C(pid) or C(comm) (and optionally C(label), how it is named in the text).
     type: raw
   max_kills:
     description: At most this many kills per host (the most recent); the rest are counted.
@@ -218,20 +219,47 @@ def loss_text(sources):
     return "; ".join(described) or "no source armed"
 
 
-def matches(kill, victim):
-    """Does the kill's victim match a pid (int or digits) or a comm (exact)?"""
+def victim_spec(victim):
+    """(pid, comm, label) from a pid (int or digits), a comm, or a mapping {pid} / {comm}; None: any."""
     if victim is None or victim == "":
-        return True
-    target = kill.get("victim") or {}
+        return None
+    if isinstance(victim, dict):
+        pid, comm = victim.get("pid"), victim.get("comm")
+        label = victim.get("label") or (comm if comm is not None else "pid %s" % pid)
+        return (int(pid) if pid is not None else None), comm, visible(label)
     if isinstance(victim, int) and not isinstance(victim, bool):
-        return target.get("pid") == victim
+        return victim, None, "pid %d" % victim
     text = str(victim)
     if text.isdigit():
-        return target.get("pid") == int(text)
-    return target.get("comm") == text
+        return int(text), None, "pid %s" % text
+    return None, text, visible(text)
+
+
+def matches(kill, victim):
+    """Does the kill's victim match the pid or the comm (exact) of victim_spec()?"""
+    if victim is None:
+        return True
+    pid, comm, _ = victim
+    target = kill.get("victim") or {}
+    if pid is not None and target.get("pid") != pid:
+        return False
+    return comm is None or target.get("comm") == comm
+
+
+def _kills(report, victim):
+    return [kill for kill in (report.get("kills") or []) if isinstance(kill, dict) and matches(kill, victim)]
+
+
+def sigsleuth_kills_of(fleet, victim=None):
+    """{host: number of kills of the victim} for the hosts with a report."""
+    spec = victim_spec(victim)
+    fleet = fleet if isinstance(fleet, dict) else {}
+    return {host: len(_kills(outcome["report"], spec)) for host, outcome in fleet.items()
+            if isinstance(outcome, dict) and isinstance(outcome.get("report"), dict)}
 
 
 def host_lines(host, outcome, victim=None, max_kills=MAX_KILLS):
+    """The host's lines; ``victim`` as victim_spec() returns it."""
     outcome = outcome if isinstance(outcome, dict) else {}
     report, error = outcome.get("report"), outcome.get("error")
     name = visible(host)
@@ -240,8 +268,8 @@ def host_lines(host, outcome, victim=None, max_kills=MAX_KILLS):
             return ["%s: collection failed: %s" % (name, message(error))]
         return ["%s: no result: the host failed or was unreachable before collection" % name]
     every = report.get("kills") or []
-    kills = [kill for kill in every if isinstance(kill, dict) and matches(kill, victim)]
-    of = " of %s" % visible(victim) if victim not in (None, "") else ""
+    kills = _kills(report, victim)
+    of = " of %s" % victim[2] if victim is not None else ""
     failed = "; collection failed: %s" % message(error) if error else ""
     if not kills:
         others = " (%s of other victims)" % plural(len(every), "kill") if len(every) > len(kills) else ""
@@ -261,17 +289,16 @@ def host_lines(host, outcome, victim=None, max_kills=MAX_KILLS):
 def sigsleuth_text(fleet, victim=None, max_kills=MAX_KILLS):
     """Plain text for ``{host: {"report": dict|None, "error": str|None}}``; ``victim`` restricts the kills."""
     fleet = fleet if isinstance(fleet, dict) else {}
-    reports = {host: (o or {}).get("report") for host, o in fleet.items() if isinstance(o, dict)}
-    kills = sum(len([k for k in (r.get("kills") or []) if isinstance(k, dict) and matches(k, victim)])
-                for r in reports.values() if isinstance(r, dict))
-    failed = sorted(host for host in fleet if not isinstance(reports.get(host), dict))
-    of = " of %s" % visible(victim) if victim not in (None, "") else ""
+    spec = victim_spec(victim)
+    kills = sum(sigsleuth_kills_of(fleet, victim).values())
+    failed = sorted((host for host, o in fleet.items() if not isinstance((o or {}).get("report"), dict)), key=str)
+    of = " of %s" % spec[2] if spec is not None else ""
     head = "sigsleuth: %s, %s%s" % (plural(len(fleet), "host"), plural(kills, "kill"), of)
     if failed:
         head += "; no report from %s" % ", ".join(visible(host) for host in failed)
     lines = [head]
     for host in sorted(fleet, key=str):
-        lines += host_lines(host, fleet[host], victim=victim, max_kills=max_kills)
+        lines += host_lines(host, fleet[host], victim=spec, max_kills=max_kills)
     return "\n".join(lines) + "\n"
 
 
@@ -279,4 +306,5 @@ class FilterModule:
     def filters(self):
         return {
             "sigsleuth_text": sigsleuth_text,
+            "sigsleuth_kills_of": sigsleuth_kills_of,
         }
