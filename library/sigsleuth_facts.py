@@ -86,7 +86,7 @@ report:
       description: Version of the report's shape; minor versions only add optional fields.
       returned: always
       type: str
-      sample: "1.3.0"
+      sample: "1.4.0"
     host:
       description: O(host), or the target's hostname.
       returned: always

@@ -12,7 +12,7 @@ DOCUMENTATION = r"""
 module: sigsleuth_watch
 short_description: Run, stop or query the sigsleuth watch drain of a host
 description:
-  - The drain is a detached process (no package, unit file or agent is installed: the module daemonizes
+  - The drain is a detached process (no package, unit file or agent is installed - the module daemonizes
     itself) that reads the armed trace instance's C(trace_pipe) as it is written and feeds the lineage
     engine, keeping only live processes, their ancestors and the kills with the ancestry captured at each
     kill. It persists that to the state dir atomically at a bounded rate, so collect reads a small state
@@ -23,7 +23,7 @@ description:
     it is stopped only by that identity, never by name.
   - Needs the trace armed first (M(sigsleuth.sigsleuth.sigsleuth_trace)) and, for a complete lineage, the
     snapshot (M(sigsleuth.sigsleuth.sigsleuth_snapshot)).
-version_added: "1.1.0"
+version_added: "1.0.0"
 author:
   - sigsleuth developers (@sigsleuth)
 options:

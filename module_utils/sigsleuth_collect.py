@@ -12,7 +12,7 @@ import time
 from ansible.module_utils.sigsleuth_audit_lineage import AuditLineage, feed_audit_lineage
 from ansible.module_utils.sigsleuth_audit_log import AuditStats, iter_audit_events
 from ansible.module_utils.sigsleuth_auditd import audit_status
-from ansible.module_utils.sigsleuth_clock import Clock, boot_ns, clock_offset_ns, clock_step
+from ansible.module_utils.sigsleuth_clock import Clock, boot_ns, clock_offset_ns, clock_step, iso_utc
 from ansible.module_utils.sigsleuth_command import SigsleuthError
 from ansible.module_utils.sigsleuth_lineage import Lineage
 from ansible.module_utils.sigsleuth_loss import Losses, audit_loss, ftrace_loss
@@ -21,10 +21,13 @@ from ansible.module_utils.sigsleuth_procfs import iter_snapshot, memory_hierarch
 from ansible.module_utils.sigsleuth_report import (
     audit_source, build_report, clock_source, ftrace_source, not_armed, snapshot_source,
 )
-from ansible.module_utils.sigsleuth_state import SECTION_AUDIT, SECTION_FTRACE, SECTION_SNAPSHOT, StateStore
+from ansible.module_utils.sigsleuth_state import (
+    SECTION_AUDIT, SECTION_FTRACE, SECTION_SNAPSHOT, SECTION_WATCH, StateStore,
+)
 from ansible.module_utils.sigsleuth_trace_parser import TraceStats, iter_events
 from ansible.module_utils.sigsleuth_tracefs import PRECISION_SYSCALL, read_loss_counters
 from ansible.module_utils.sigsleuth_vocabulary import PROC, SIGKILL
+from ansible.module_utils.sigsleuth_watch_control import crash_statement, read_watched, watch_source
 
 NOT_ARMED = "sigsleuth is not armed on this host (run playbooks/arm.yml first)"
 REBOOTED = "the host rebooted since arming: the trace buffer and the process table died with it"
@@ -56,8 +59,16 @@ def collect(state_dir, host=None, proc=PROC, trace_file=None, audit_log=None, au
                       memory_hierarchy=memory_hierarchy(proc),
                       precision=(ftrace or {}).get("precision", PRECISION_SYSCALL),
                       opens_traced=(ftrace or {}).get("cgroup_kill_opens", False))
-    sources = {"snapshot": _read_snapshot(lineage, snapshot, clock)}
-    sources["ftrace"], traced = _read_trace(lineage, ftrace, clock, losses.ftrace, trace_file)
+    watched = read_watched(state_dir, sections[SECTION_WATCH], proc) \
+        if ftrace is not None and sections.get(SECTION_WATCH) and trace_file is None else None
+    if watched is None:
+        sources = {"snapshot": _read_snapshot(lineage, snapshot, clock)}
+        sources["ftrace"], traced = _read_trace(lineage, ftrace, clock, losses.ftrace, trace_file)
+    else:
+        # The drain's lineage already holds the snapshot and everything it consumed.
+        lineage = watched.lineage
+        sources = {"snapshot": snapshot_source(snapshot, clock)}
+        sources["ftrace"], traced = _read_watched(watched, ftrace, clock, losses.ftrace)
     sources["audit"] = _read_audit(lineage, audit, offset_arm, losses, traced, audit_log, audit_run, snapshot)
     losses.clock_step = clock_step(offset_arm, offset_now)
     sources["clock"] = clock_source((ftrace or {}).get("clock"), offset_arm, offset_now, losses.clock_step)
@@ -100,6 +111,35 @@ def _read_trace(lineage, section, clock, loss, trace_file):
         loss.add("the trace could not be read")
     ftrace_loss(loss, per_cpu, stats, clock)
     return ftrace_source(section, stats, per_cpu, loss, clock, error), error is None
+
+
+def _read_watched(watched, section, clock, loss):
+    """With watch on: the drain's persisted state, plus - when it no longer runs - the buffer's unconsumed rest."""
+    instance = os.path.join(section["tracefs"], "instances", section["instance"])
+    per_cpu = read_loss_counters(instance)
+    stats, error, rest_first = watched.stats, None, []
+    flushed_until = stats.last_ts  # the last event the drain had persisted
+    first_ever = dict(stats.first_ts_per_cpu)
+    if not watched.alive:
+        path = os.path.join(instance, "trace")
+        try:
+            with open(path, "rb") as stream:
+                for event in iter_events(stream, stats):
+                    if not rest_first:
+                        rest_first.append(event[1])
+                    watched.lineage.feed(event)
+        except OSError as exc:
+            error = "cannot read %s: %s" % (path, exc)
+            loss.add("the trace could not be read")
+        for cpu, ts in first_ever.items():
+            stats.first_ts_per_cpu[cpu] = ts
+    crashed = crash_statement(watched)
+    if crashed:
+        loss.add(crashed, rest_first[0] if rest_first else None, since_ns=flushed_until)
+    ftrace_loss(loss, per_cpu, stats, clock)
+    source = ftrace_source(section, stats, per_cpu, loss, clock, error)
+    source["watch"] = watch_source(watched, iso_utc)
+    return source, error is None
 
 
 def _witness_and_bridge(lineage, events, offset_arm, losses, snapshot):

@@ -29,13 +29,13 @@ import time
 
 from ansible.module_utils.sigsleuth_checkpoint import save as save_checkpoint
 from ansible.module_utils.sigsleuth_clock import Clock
+from ansible.module_utils.sigsleuth_report import ARGV_FROM_PROC
 from ansible.module_utils.sigsleuth_procfs import NS_PER_TICK, START_TOLERANCE_NS, read_cgroups, read_stat
 from ansible.module_utils.sigsleuth_state import atomic_write
 from ansible.module_utils.sigsleuth_trace_parser import EXEC, iter_events
 from ansible.module_utils.sigsleuth_tracefs import read_loss_counters
 from ansible.module_utils.sigsleuth_vocabulary import PROC, decode_name, signal_name
 
-ARGV_FROM_PROC = "proc_after_exec"
 KILL_INDEX_LIMIT = 1000
 READ_SIZE = 1 << 16
 MAX_ARGV_BYTES = 1 << 16
@@ -128,8 +128,8 @@ class PipeReader:
                 if exc.errno != errno.EAGAIN:
                     raise
                 data = None
-            if data:
-                return data
+            if data is not None:
+                return data  # b"": the end of a file (tests, replays); trace_pipe itself never ends
             drain.housekeeping(idle=True)
             if drain.stopping:
                 break
@@ -193,7 +193,7 @@ class Drain:
         reader = PipeReader(self, pipe_fd, wakeup_fd)
         for event in iter_events(reader, self.stats, chunk_size=READ_SIZE):
             feed(event)
-            if event[0] is EXEC or event[0] == EXEC:
+            if event[0] == EXEC:
                 proc = by_pid.get(event[5][1])
                 if proc is not None and read_after_exec(proc, proc_root):
                     self.argv_caught += 1

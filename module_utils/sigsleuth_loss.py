@@ -25,10 +25,14 @@ class SourceLoss:
         self.source = source
         self.reasons = []
         self.until_ns = None  # boot ns of the end of the loss window; None when there is none, or no window
+        self.since_ns = None  # boot ns of its start, when known (a watch drain's last flush): kills before it
+        #                       were recorded, with their ancestry, before anything was lost
 
-    def add(self, reason, until_ns=None):
+    def add(self, reason, until_ns=None, since_ns=None):
         if until_ns is not None and (self.until_ns is None or until_ns > self.until_ns):
             self.until_ns = until_ns
+        if since_ns is not None:
+            self.since_ns = since_ns if self.since_ns is None else min(self.since_ns, since_ns)
         self.reasons.append(reason)
 
     def __bool__(self):
@@ -182,7 +186,7 @@ def _loss_gaps(kill, losses, clock):
         gaps.append("the trace lost this send (%s): sender, target and ancestry come from audit alone"
                     % trace.pointer(clock) if trace
                     else "only audit recorded this send: the trace has no signal_generate for it")
-    if trace.until_ns is not None:
+    if trace.until_ns is not None and (trace.since_ns is None or kill.ts_ns > trace.since_ns):
         chain = ([kill.sender] if kill.sender is not None else []) + [a.process for a in kill.ancestry]
         doubtful = [proc for proc in [kill.victim] + chain
                     if proc.known_since_ns is not None and proc.known_since_ns <= trace.until_ns

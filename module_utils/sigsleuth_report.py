@@ -17,7 +17,8 @@ from ansible.module_utils.sigsleuth_lineage import RESULTS
 from ansible.module_utils.sigsleuth_loss import kill_gaps
 from ansible.module_utils.sigsleuth_vocabulary import SOURCE_AUDIT, decode_name, name_bytes, signal_name
 
-SCHEMA_VERSION = "1.3.0"
+SCHEMA_VERSION = "1.4.0"
+ARGV_FROM_PROC = "proc_after_exec"  # sigsleuth_drain labels argv it read from /proc after an exec so
 # What made the report: the collection and its version, as galaxy.yml has it (tests/unit/test_collection_version.py).
 PRODUCER = {"name": "sigsleuth.sigsleuth", "version": "1.0.0"}
 # What audit alone never records: these kills are missing from an audit-only report, not "unknown".
@@ -64,6 +65,8 @@ def process_dict(proc, clock, at_kill=None, tid=None, facts=None):
         facts_from[key] = SOURCE_AUDIT
     entry["facts_from"] = {key: source for key, source in facts_from.items()
                            if source and entry.get(key) is not None}
+    if entry["facts_from"].get("argv") == ARGV_FROM_PROC:
+        entry["argv_from"] = ARGV_FROM_PROC  # read from /proc right after the exec the drain saw (since 1.4.0)
     if tid is not None:
         entry["tid"] = tid
     return entry

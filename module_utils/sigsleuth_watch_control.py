@@ -173,3 +173,53 @@ def matching_kills(state_dir, victim_comm=None, victim_pid=None):
     if victim_comm is not None:
         kills = [kill for kill in kills if (kill.get("victim") or {}).get("comm") == victim_comm]
     return kills, index.get("count", 0)
+
+
+# ---------------------------------------------------------------- what collect reads
+
+class WatchedTrace:
+    """What collect gets from the drain: its lineage and counters as last persisted, and what it says of itself."""
+
+    def __init__(self, lineage, stats, summary, alive, flushed):
+        self.lineage = lineage
+        self.stats = stats
+        self.summary = summary
+        self.alive = alive      # the drain runs: it owns trace_pipe, and the buffer's rest is its to read
+        self.flushed = flushed  # it consumed and persisted everything up to this collect's request
+
+
+def read_watched(state_dir, section, proc=PROC):
+    """The drain's persisted state for collect (after asking a live drain to flush); None without a checkpoint."""
+    alive = drain_alive(section, proc)
+    flushed = alive and request_flush(state_dir, section, proc=proc)
+    alive = alive and drain_alive(section, proc)
+    files = WatchFiles(state_dir)
+    restored = load_checkpoint(files.checkpoint)
+    if restored is None:
+        return None
+    lineage, stats, _extra = restored
+    return WatchedTrace(lineage, stats, drain_summary(section, read_json(files.status), alive), alive, flushed)
+
+
+def watch_source(watched, clock_iso):
+    """sources.ftrace.watch: the drain as the report states it (clock_iso: wall-clock ns -> ISO text)."""
+    summary = dict(watched.summary)
+    for key in ("started_at_ns", "stopped_at_ns", "last_flush_ns"):
+        summary.pop(key, None)
+    summary["running_since"] = summary.pop("started")
+    summary["stopped_at"] = clock_iso(watched.summary.get("stopped_at_ns"))
+    summary["events_consumed"] = summary.pop("events")
+    summary["flushed_for_this_collect"] = watched.flushed
+    return summary
+
+
+def crash_statement(watched):
+    """The loss statement for a drain that died without being stopped (SIGKILL, a crash), or None."""
+    summary = watched.summary
+    if not summary.get("crashed"):
+        return None
+    reason = (" (%s)" % summary["crash_reason"]) if summary.get("crash_reason") else ""
+    return ("the watch drain (pid %s) died without being stopped%s, after its last flush at %s: events it "
+            "consumed after that flush are lost; what it had persisted and what the buffer still holds are "
+            "reported (run playbooks/arm.yml again to restart it)"
+            % (summary.get("pid"), reason, summary.get("last_flush") or "an unknown time"))
