@@ -10,10 +10,10 @@ process by its identity (pid and start time). When that process ends before the 
 executable, arguments, working directory and environment, so the same inventory, limit, connection options
 and variables) with ``__sigsleuth_investigate_cleanup`` set: that run only collects (unless the interrupted
 run had collected already) and disarms. Its output goes to the interrupted run's stderr and to the guard's
-log. Nothing is done when the run was interrupted before arming began.
+log. The guard is started just before arming: from then on, any early end is cleaned up after.
 
     python sigsleuth_guard.py start --dir DIR --worker PID   # PID: the ansible worker running this task
-    python sigsleuth_guard.py mark --dir DIR arming|collected|done
+    python sigsleuth_guard.py mark --dir DIR collected|done
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ READY_TIMEOUT_S = 20.0
 # How long the run's own processes (workers, modules, ssh) may take to end before the cleanup starts anyway.
 DRAIN_TIMEOUT_S = 120.0
 DONE_TIMEOUT_S = 10.0
-MARKS = ("arming", "collected", "done")
+MARKS = ("collected", "done")
 CLEANUP_VAR = "__sigsleuth_investigate_cleanup"
 # Options that would make the cleanup run stop and ask, or skip what it must do.
 DROPPED_OPTIONS = ("--step",)
@@ -148,10 +148,6 @@ class Guard:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def clean_up(self, seen):
-        if not self.marked("arming"):
-            self.say("ansible-playbook (pid %d) ended before arming began: nothing to undo" % self.main["pid"])
-            shutil.rmtree(self.dir, ignore_errors=True)
-            return
         phase = "disarm" if self.marked("collected") else "collect"
         self.say("ansible-playbook (pid %d) ended before disarming; %s the same hosts now (log: %s)"
                  % (self.main["pid"], "disarming" if phase == "disarm" else "collecting and disarming",
