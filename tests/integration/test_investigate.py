@@ -213,3 +213,41 @@ def test_sigint_mid_wait_still_disarms(investigate, tmp_path):
     assert not os.path.exists(STATE_DIR), "%s is still there" % STATE_DIR
     # What the drain had seen until the interrupt is in the report the guard's run collected.
     assert (tmp_path / "reports" / INVENTORY_HOST / "report.json").is_file()
+
+
+BAD_INPUT = [
+    pytest.param([], "sigsleuth_victim is empty", id="no-victim"),
+    pytest.param(["-e", "sigsleuth_victim="], "sigsleuth_victim is empty", id="empty-victim"),
+    pytest.param(["-e", "sigsleuth_victim='123 agent'"], "holds both a pid and a name", id="pid-and-name"),
+    pytest.param(["-e", '{"sigsleuth_victim": {"pid": 12, "comm": "agent"}}'], "exactly one of pid and comm",
+                 id="pid-and-comm-mapping"),
+    pytest.param(["-e", "sigsleuth_victim=agent", "-e", "sigsleuth_timeout=0"],
+                 "sigsleuth_timeout must be a positive number of seconds", id="zero-timeout"),
+    pytest.param(["-e", "sigsleuth_victim=agent", "-e", '{"sigsleuth_poll": -5}'],
+                 "sigsleuth_poll must be a positive number of seconds", id="negative-poll"),
+    pytest.param(["-e", "sigsleuth_victim=agent", "-e", "sigsleuth_timeout=soon"],
+                 "sigsleuth_timeout must be a positive number of seconds", id="timeout-not-a-number"),
+]
+
+
+@pytest.mark.parametrize("extra, words", BAD_INPUT)
+def test_bad_input_is_refused_before_any_host_is_touched(extra, words, tmp_path):
+    """No lock needed: nothing may be armed, so the run gets its own state dir and instance name to prove it."""
+    state_dir = tmp_path / "state"
+    instance = "investigate_bad_%d" % os.getpid()
+    before = guard_dirs()
+    argv = [ansible_playbook_path(), os.path.join("playbooks", "investigate.yml"),
+            "-e", "sigsleuth_state_dir=%s" % state_dir, "-e", "sigsleuth_instance=%s" % instance,
+            "-e", "sigsleuth_report_dir=%s" % (tmp_path / "reports")] + extra
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert words in output, output
+    recap = parse_recap(proc.stdout)[INVENTORY_HOST]
+    assert recap["ok"] == 0 and recap["changed"] == 0 and recap["failed"] == 1, output
+    assert "TASK [Start the interrupt guard" not in output and "Arm with the watch drain" not in output
+    assert not state_dir.exists() and not (tmp_path / "reports").exists()
+    assert not any(os.path.exists(os.path.join(point, "instances", instance))
+                   for point in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"))
+    assert guard_dirs() == before

@@ -219,8 +219,10 @@ def _run_guard(directory, main, notify_fd, write_fd):
         stat = read_stat(os.getpid())
         record = {"pid": os.getpid(), "start_ticks": stat[2], "watches": {"pid": main["pid"],
                                                                           "start_ticks": main["start_ticks"]}}
-        with open(os.path.join(directory, "guard.json"), "w") as handle:
+        path = os.path.join(directory, "guard.json")
+        with open(path + ".tmp", "w") as handle:
             json.dump(record, handle)
+        os.rename(path + ".tmp", path)  # whole, for whoever reads it
         os.write(write_fd, b"ready %d" % os.getpid())
         os.close(write_fd)
         Guard(directory, main, notify_fd).watch()
