@@ -239,7 +239,7 @@ def matches(kill, victim):
     """Does the kill's victim match the pid or the comm (exact) of victim_spec()?"""
     if victim is None:
         return True
-    pid, comm, _ = victim
+    pid, comm = victim[0], victim[1]
     target = kill.get("victim") or {}
     if pid is not None and target.get("pid") != pid:
         return False
