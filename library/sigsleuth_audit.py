@@ -141,6 +141,7 @@ seealso:
   - module: sigsleuth.sigsleuth.sigsleuth_trace
   - module: sigsleuth.sigsleuth.sigsleuth_snapshot
   - module: sigsleuth.sigsleuth.sigsleuth_facts
+  - module: sigsleuth.sigsleuth.sigsleuth_watch
 """
 
 EXAMPLES = r"""

@@ -21,6 +21,10 @@ description:
     the lineage.
   - A host that is not armed, or rebooted since arming, gets a report that says so in RV(report.sources)
     rather than a failure.
+  - With a watch drain (M(sigsleuth.sigsleuth.sigsleuth_watch)) it reads the drain's persisted lineage and kills
+    instead of the whole buffer - after asking a running drain to consume what the buffer holds and flush -
+    plus, when the drain no longer runs, the buffer's unconsumed rest; RV(report.sources) then has
+    C(ftrace.watch).
   - Reads only; it changes nothing on the host.
   - The report follows C(schema/report.schema.json) in the sigsleuth repository.
 version_added: "1.0.0"
@@ -57,6 +61,7 @@ seealso:
   - module: sigsleuth.sigsleuth.sigsleuth_trace
   - module: sigsleuth.sigsleuth.sigsleuth_audit
   - module: sigsleuth.sigsleuth.sigsleuth_snapshot
+  - module: sigsleuth.sigsleuth.sigsleuth_watch
 author:
   - sigsleuth developers (@sigsleuth)
 """

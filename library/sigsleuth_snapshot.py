@@ -55,6 +55,7 @@ seealso:
   - module: sigsleuth.sigsleuth.sigsleuth_trace
   - module: sigsleuth.sigsleuth.sigsleuth_audit
   - module: sigsleuth.sigsleuth.sigsleuth_facts
+  - module: sigsleuth.sigsleuth.sigsleuth_watch
 """
 
 EXAMPLES = r"""

@@ -114,6 +114,7 @@ seealso:
   - module: sigsleuth.sigsleuth.sigsleuth_audit
   - module: sigsleuth.sigsleuth.sigsleuth_snapshot
   - module: sigsleuth.sigsleuth.sigsleuth_facts
+  - module: sigsleuth.sigsleuth.sigsleuth_watch
 """
 
 EXAMPLES = r"""

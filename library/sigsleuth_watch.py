@@ -66,6 +66,8 @@ attributes:
     description: Linux only (tracefs, C(/proc)).
 seealso:
   - module: sigsleuth.sigsleuth.sigsleuth_trace
+  - module: sigsleuth.sigsleuth.sigsleuth_snapshot
+  - module: sigsleuth.sigsleuth.sigsleuth_audit
   - module: sigsleuth.sigsleuth.sigsleuth_facts
 """
 
@@ -127,7 +129,7 @@ from ansible.module_utils.sigsleuth_drain import WatchFiles, read_json
 from ansible.module_utils.sigsleuth_state import SECTION_FTRACE, SECTION_WATCH, StateStore
 from ansible.module_utils.sigsleuth_vocabulary import STATE_DIR
 from ansible.module_utils.sigsleuth_watch_control import (
-    drain_alive, drain_summary, matching_kills, remove_files, start, stop_drain,
+    drain_alive, drain_summary, matching_kills, remove_files, start, stop_drain, traced_settings,
 )
 
 
@@ -163,10 +165,24 @@ def result(section, status, alive, **more):
 
 
 def ensure_running(module, store, sections, section, alive, status):
+    traced = traced_settings(sections.get(SECTION_FTRACE) or {})
+    if alive and section.get("traced") != traced and not module.check_mode:
+        # Re-armed with other signals or another precision: the drain goes on from its checkpoint with them.
+        try:
+            stop_drain(section)
+        except (OSError, DetachError) as exc:
+            module.fail_json(msg="cannot restart the watch drain: %s" % exc, **result(section, status, alive))
+        alive = False
+    elif alive and section.get("traced") != traced:
+        module.exit_json(changed=True, msg="would restart the drain for what is traced now",
+                         **result(section, status, alive))
     if alive:
         module.exit_json(changed=False, msg="the drain (pid %d) is running" % section["pid"],
                          **result(section, status, alive))
     if sections.get(SECTION_FTRACE, {}).get("armed_at_ns") is None:
+        if module.check_mode:  # an arm in check mode armed no trace either
+            module.exit_json(changed=True, msg="would start the drain once the trace is armed",
+                             **result(section, status, alive))
         module.fail_json(msg="the trace is not armed in %s: arm it (sigsleuth_trace) before starting the drain"
                              % store.path, **result(section, status, alive))
     # A drain that ran before on this boot (now dead, or stopped) is restarted from its checkpoint.
@@ -174,6 +190,9 @@ def ensure_running(module, store, sections, section, alive, status):
     if module.check_mode:
         module.exit_json(changed=True, msg="would start the drain", **result(section, status, alive))
     try:
+        if section is None:
+            # Files without a section are from an earlier boot, or a disarm that did not finish: never restored.
+            remove_files(module.params["state_dir"])
         new = start(module.params["state_dir"], sections, restarts, module.params["flush_interval"])
         store.put(SECTION_WATCH, new)
     except (OSError, DetachError, ValueError) as exc:

@@ -24,6 +24,7 @@ from ansible.module_utils.sigsleuth_state import atomic_write
 from ansible.module_utils.sigsleuth_trace_parser import TraceStats
 
 CHECKPOINT_FORMAT = 1
+RECENT_KEPT = 256
 RESTART_NOTE = ("the watch drain restarted from its checkpoint around this send: syscall evidence in flight at "
                 "the restart was not kept")
 _PROCESS_PLAIN = ("comm", "exe", "argv", "uid", "exit_ns", "exited", "source", "known_since_ns", "live_children",
@@ -98,8 +99,8 @@ def lineage_to_dict(lineage, stats=None, extra=None):
         "memory_hierarchy": lineage.memory_hierarchy,
         "snapshot_time_ns": lineage.snapshot_time_ns,
         "by_pid": [[pid, writer.ref(proc)] for pid, proc in lineage.by_pid.items()],
-        "recently_exited": [[pid, writer.ref(proc)] for pid, proc in lineage.recently_exited.items()],
-        "exited_tids": list(lineage.exited_tids.items()),
+        "recently_exited": [[pid, writer.ref(proc)] for pid, proc in _newest(lineage.recently_exited)],
+        "exited_tids": _newest(lineage.exited_tids),
         "thread_group": list(lineage.thread_group.items()),
         "clone_flags": list(lineage.clone_flags.items()),
         "kills": kills,
@@ -110,6 +111,14 @@ def lineage_to_dict(lineage, stats=None, extra=None):
     data["next_serial"] = max(writer.processes, default=0) + 1
     data["processes"] = [entry for entry in writer.processes.values() if entry is not None]
     return data
+
+
+def _newest(recent):
+    """The newest RECENT_KEPT entries of an OrderedDict of recent exits: only a send right after an exit reads
+    them, and the rest would make every checkpoint as large as the lineage's whole memory of exits."""
+    items = list(itertools.islice(reversed(recent.items()), RECENT_KEPT))
+    items.reverse()
+    return [list(item) for item in items]
 
 
 def stats_to_dict(stats):
@@ -130,7 +139,7 @@ def stats_from_dict(entry):
         setattr(stats, name, entry.get(name, getattr(stats, name)))
     stats.lost_markers = [tuple(marker) for marker in entry.get("lost_markers") or ()]
     stats.cpu_buffer_started = set(entry.get("cpu_buffer_started") or ())
-    stats.first_ts_per_cpu = {cpu: ts for cpu, ts in entry.get("first_ts_per_cpu") or ()}
+    stats.first_ts_per_cpu = dict(entry.get("first_ts_per_cpu") or ())
     return stats
 
 
@@ -173,10 +182,14 @@ def _kill(entry, procs):
     return kill
 
 
-def lineage_from_dict(data):
-    """(Lineage, TraceStats, extra) rebuilt from lineage_to_dict's output. Raises ValueError when it is not one."""
+def lineage_from_dict(data, settings=None):
+    """(Lineage, TraceStats, extra) rebuilt from lineage_to_dict's output. Raises ValueError when it is not one.
+
+    settings (signals, precision, opens_traced) override the checkpoint's: the instance was re-armed with
+    other signals or another precision since, and the lineage goes on with what is traced now."""
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise ValueError("not a sigsleuth watch checkpoint (format %r)" % (data or {}).get("format"))
+    data = dict(data, **(settings or {}))
     try:
         lineage = Lineage(data["signals"], snapshot_time_ns=data.get("snapshot_time_ns"),
                           memory_hierarchy=data.get("memory_hierarchy"), precision=data.get("precision", "light"),
@@ -188,8 +201,8 @@ def lineage_from_dict(data):
             lineage.recently_exited[pid] = procs[serial]
         for tid, ts in data.get("exited_tids") or ():
             lineage.exited_tids[tid] = ts
-        lineage.thread_group = {tid: tgid for tid, tgid in data.get("thread_group") or ()}
-        lineage.clone_flags = {tid: flags for tid, flags in data.get("clone_flags") or ()}
+        lineage.thread_group = dict(data.get("thread_group") or ())
+        lineage.clone_flags = dict(data.get("clone_flags") or ())
         lineage.kills = [_kill(entry, procs) for entry in data.get("kills") or ()]
         for index, sig in data.get("last_kill") or ():
             kill = lineage.kills[index]
@@ -205,7 +218,7 @@ def save(path, lineage, stats=None, extra=None):
     atomic_write(path, json.dumps(lineage_to_dict(lineage, stats, extra), separators=(",", ":")))
 
 
-def load(path):
+def load(path, settings=None):
     """(Lineage, TraceStats, extra) from the checkpoint file; None when there is none."""
     try:
         with open(path, "rb") as handle:
@@ -214,7 +227,7 @@ def load(path):
         return None
     except (OSError, ValueError) as exc:
         raise ValueError("cannot read the watch checkpoint %s: %s" % (path, exc))
-    return lineage_from_dict(data)
+    return lineage_from_dict(data, settings)
 
 
 def exists(path):

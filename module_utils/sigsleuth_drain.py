@@ -30,7 +30,7 @@ import time
 from ansible.module_utils.sigsleuth_checkpoint import save as save_checkpoint
 from ansible.module_utils.sigsleuth_clock import Clock
 from ansible.module_utils.sigsleuth_report import ARGV_FROM_PROC
-from ansible.module_utils.sigsleuth_procfs import NS_PER_TICK, START_TOLERANCE_NS, read_cgroups, read_stat
+from ansible.module_utils.sigsleuth_procfs import NS_PER_TICK, START_TOLERANCE_NS, read_cgroups
 from ansible.module_utils.sigsleuth_state import atomic_write
 from ansible.module_utils.sigsleuth_trace_parser import EXEC, iter_events
 from ansible.module_utils.sigsleuth_tracefs import read_loss_counters
@@ -38,6 +38,8 @@ from ansible.module_utils.sigsleuth_vocabulary import PROC, decode_name, signal_
 
 KILL_INDEX_LIMIT = 1000
 READ_SIZE = 1 << 16
+FULL_READ = 3072  # trace_pipe returns at most a page of text per read
+BATCH_S = 0.02    # the longest an event waits before it is read: also the delay before argv is read
 MAX_ARGV_BYTES = 1 << 16
 
 
@@ -72,18 +74,34 @@ def kill_summary(kill, clock):
             "mechanism": kill.mechanism, "count": kill.count}
 
 
-def _read_limited(path):
+def _read_small(path, limit=MAX_ARGV_BYTES):
+    """The start of a /proc file through the bare syscalls (open() with its buffered reader costs several
+    times more, and most processes a drain looks at after an exec are gone already)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(MAX_ARGV_BYTES)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def same_incarnation(pid, proc_start_ns, comm, proc_root=PROC):
-    stat = read_stat(pid, proc_root)
-    return stat is not None and proc_start_ns is not None and stat[0] == comm \
-        and abs(stat[2] * NS_PER_TICK - proc_start_ns) <= START_TOLERANCE_NS
+    """True when /proc/PID/stat shows the process started at proc_start_ns, named comm (as exec named it)."""
+    raw = _read_small("%s/%d/stat" % (proc_root, pid), 4096) if proc_start_ns is not None else None
+    if not raw:
+        return False
+    head, _paren, tail = raw.rpartition(b")")
+    fields = tail.split()
+    try:
+        start_ticks = int(fields[19])
+    except (IndexError, ValueError):
+        return False
+    return abs(start_ticks * NS_PER_TICK - proc_start_ns) <= START_TOLERANCE_NS \
+        and decode_name(head.partition(b"(")[2]) == comm
 
 
 def read_after_exec(proc, proc_root=PROC):
@@ -93,8 +111,10 @@ def read_after_exec(proc, proc_root=PROC):
     if not same_incarnation(proc.pid, proc.start_ns, proc.comm, proc_root):
         return False
     base = "%s/%d" % (proc_root, proc.pid)
-    raw = _read_limited(base + "/cmdline")
-    cgroups = read_cgroups(base)
+    raw = _read_small(base + "/cmdline")
+    # The trace follows cgroup moves (cgroup_attach_task) and children inherit their parent's: read it only
+    # where the lineage does not know it.
+    cgroups = read_cgroups(base) if proc.cgroup is None else (None, None)
     if not raw or not same_incarnation(proc.pid, proc.start_ns, proc.comm, proc_root):
         return False
     proc.argv = [decode_name(part) for part in raw.rstrip(b"\0").split(b"\0")]
@@ -117,11 +137,18 @@ class PipeReader:
         self.poller.register(fd, select.POLLIN)
         self.poller.register(wakeup, select.POLLIN)
         self.wakeup = wakeup
+        self.next_read = 0.0
 
     def read(self, _size=None):
         drain = self.drain
+        if drain.pending_execs and self.next_read:
+            # The buffer was emptied by the last read (a batch ends): its exits are all fed now.
+            drain.follow_execs()
         while not drain.stopping:
             drain.housekeeping(idle=False)
+            pause = self.next_read - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
             try:
                 data = os.read(self.fd, READ_SIZE)
             except OSError as exc:
@@ -129,6 +156,11 @@ class PipeReader:
                     raise
                 data = None
             if data is not None:
+                self.next_read = 0.0
+                if len(data) < FULL_READ:
+                    # Little was there: let events gather before the next read. trace_pipe wakes its reader at
+                    # every event, and one pass of this loop per event costs far more than the event itself.
+                    self.next_read = time.monotonic() + drain.batch_s
                 return data  # b"": the end of a file (tests, replays); trace_pipe itself never ends
             drain.housekeeping(idle=True)
             if drain.stopping:
@@ -145,7 +177,7 @@ class Drain:
     """One drain: a lineage, the parser's counters and the files it keeps them in."""
 
     def __init__(self, lineage, stats, files, instance_dir, clock_offset_ns, status, proc_root=PROC,
-                 flush_interval=2.0, kill_flush_interval=0.2):
+                 flush_interval=2.0, kill_flush_interval=0.2, batch_s=BATCH_S):
         self.lineage = lineage
         self.stats = stats
         self.files = files
@@ -155,6 +187,7 @@ class Drain:
         self.proc_root = proc_root
         self.flush_interval = flush_interval
         self.kill_flush_interval = kill_flush_interval
+        self.batch_s = batch_s
         self.stopping = False
         self.flush_requested = False
         self.flush_seq = status.get("flush_seq", 0)
@@ -162,6 +195,7 @@ class Drain:
         self.last_flush = 0.0
         self.argv_caught = status.get("argv_caught", 0)
         self.argv_missed = status.get("argv_missed", 0)
+        self.pending_execs = []  # processes seen exec'ing, followed up after the read is fed
 
     # ------------------------------------------------------------ signals
 
@@ -187,23 +221,34 @@ class Drain:
 
     def run(self, pipe_fd, wakeup_fd):
         """Feed everything trace_pipe yields until SIGTERM; then flush once more."""
-        lineage, proc_root = self.lineage, self.proc_root
-        feed = lineage.feed
-        by_pid = lineage.by_pid
+        feed = self.lineage.feed
+        by_pid = self.lineage.by_pid
+        pending = self.pending_execs
         reader = PipeReader(self, pipe_fd, wakeup_fd)
         for event in iter_events(reader, self.stats, chunk_size=READ_SIZE):
             feed(event)
             if event[0] == EXEC:
                 proc = by_pid.get(event[5][1])
-                if proc is not None and read_after_exec(proc, proc_root):
-                    self.argv_caught += 1
-                else:
-                    self.argv_missed += 1
+                if proc is not None:
+                    pending.append(proc)
+        self.follow_execs()
         self.flush(final=True)
 
+    def follow_execs(self):
+        """argv (and cgroup) of the processes seen exec'ing since the last read, once that read is fed: one
+        whose exit came in the same read is gone already, and is not looked for."""
+        caught = 0
+        for proc in self.pending_execs:
+            if not proc.exited and read_after_exec(proc, self.proc_root):
+                caught += 1
+        self.argv_caught += caught
+        self.argv_missed += len(self.pending_execs) - caught
+        self.pending_execs.clear()
+
     def wait_ms(self):
-        """How long to wait for the trace before the next timed flush is due."""
-        due = self.last_flush + self.flush_interval - time.monotonic()
+        """How long to wait for the trace before the next flush is due (sooner with a kill not yet saved)."""
+        interval = self.kill_flush_interval if len(self.lineage.kills) != self.kills_flushed else self.flush_interval
+        due = self.last_flush + interval - time.monotonic()
         return max(10, min(1000, int(due * 1000)))
 
     def housekeeping(self, idle):

@@ -20,7 +20,7 @@ from ansible.module_utils.sigsleuth_detach import is_alive, request, start_detac
 from ansible.module_utils.sigsleuth_drain import Drain, WatchFiles, read_json
 from ansible.module_utils.sigsleuth_lineage import Lineage
 from ansible.module_utils.sigsleuth_procfs import iter_snapshot, memory_hierarchy
-from ansible.module_utils.sigsleuth_state import SECTION_FTRACE, SECTION_SNAPSHOT, SECTION_WATCH, atomic_write
+from ansible.module_utils.sigsleuth_state import SECTION_FTRACE, SECTION_SNAPSHOT, atomic_write
 from ansible.module_utils.sigsleuth_trace_parser import TraceStats
 from ansible.module_utils.sigsleuth_tracefs import PRECISION_SYSCALL
 from ansible.module_utils.sigsleuth_vocabulary import PROC, SIGKILL
@@ -61,10 +61,17 @@ def _fresh_lineage(sections, proc=PROC):
     return lineage
 
 
+def traced_settings(ftrace):
+    """What the instance traces now, as the lineage needs it."""
+    return {"signals": sorted(ftrace.get("signals") or [SIGKILL]),
+            "precision": ftrace.get("precision", PRECISION_SYSCALL),
+            "opens_traced": ftrace.get("cgroup_kill_opens", False)}
+
+
 def build_drain(state_dir, sections, status, flush_interval, proc=PROC):
     """The drain to run: from its checkpoint when there is one (a restart), else from the snapshot."""
     files = WatchFiles(state_dir)
-    restored = load_checkpoint(files.checkpoint)
+    restored = load_checkpoint(files.checkpoint, traced_settings(sections[SECTION_FTRACE]))
     if restored is not None:
         lineage, stats, extra = restored
         status["flush_seq"] = extra.get("flush_seq", 0)
@@ -101,7 +108,8 @@ def start(state_dir, sections, restarts, flush_interval):
 
     pid, start_ticks = start_detached(run_drain)
     return {"pid": pid, "start_ticks": start_ticks, "started_at_ns": started_at_ns, "restarts": restarts,
-            "instance": ftrace["instance"], "flush_interval": flush_interval, "stopped_at_ns": None}
+            "instance": ftrace["instance"], "flush_interval": flush_interval, "stopped_at_ns": None,
+            "traced": traced_settings(ftrace)}
 
 
 def stop_drain(section, proc=PROC):

@@ -14,10 +14,11 @@ import sigsleuth_audit
 import sigsleuth_facts
 import sigsleuth_snapshot
 import sigsleuth_trace
+import sigsleuth_watch
 from ansible.module_utils import basic
 from sigsleuth_fakes import undocumented_returns
 
-MODULES = [sigsleuth_trace, sigsleuth_snapshot, sigsleuth_audit, sigsleuth_facts]
+MODULES = [sigsleuth_trace, sigsleuth_snapshot, sigsleuth_audit, sigsleuth_facts, sigsleuth_watch]
 # The first release is collection version 1.0.0: every module, and every option, is new in it.
 VERSION_ADDED = "1.0.0"
 AUTHORS = ["sigsleuth developers (@sigsleuth)"]
@@ -84,6 +85,7 @@ def test_documentation_matches_the_argument_spec(module, monkeypatch):
 
 @pytest.mark.parametrize("module, diff_support", [
     (sigsleuth_trace, "full"), (sigsleuth_snapshot, "full"), (sigsleuth_audit, "full"), (sigsleuth_facts, "none"),
+    (sigsleuth_watch, "none"),
 ], ids=lambda value: getattr(value, "__name__", value))
 def test_diff_mode_support(module, diff_support):
     assert documented(module)["attributes"]["diff_mode"]["support"] == diff_support

@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""The watch drain under sustained fork+exec: its CPU and memory, loss, ancestry, and collect time.
+
+    .venv/bin/python bench/bench_watch.py sources [--rate 3000] [--seconds 10]
+    .venv/bin/python bench/bench_watch.py load    [--rate 3000] [--seconds 60]
+    .venv/bin/python bench/bench_watch.py collect [--rate 1000] [--seconds 180] [--pairs 5]
+    .venv/bin/python bench/bench_watch.py argv    [--runs 200]
+
+sources: arms a plain instance (no drain), runs the load, then reads the buffer through trace_pipe (text,
+  parsed by sigsleuth_trace_parser and fed to the lineage) and, after the same load again, through the per-CPU
+  trace_pipe_raw (binary pages, walked with a minimal decoder that extracts each event's type and pid - a lower
+  bound of what a full decoder costs): CPU seconds per MiB and microseconds per event of each.
+load: arms with sigsleuth_watch: true, starts an ancestor (a shell that sleeps through the load, then forks a
+  child that SIGKILLs a victim), runs the load at --rate fork+exec/s for --seconds, samples the drain's CPU %
+  (of one core) and RSS every second, then collects and checks that the kill's ancestry names the ancestor.
+collect: arms two instances at once, one watched and one not, runs the load once, then times collect (the
+  sigsleuth_collect.collect() call itself, in this process) on each, alternately, --pairs times: medians.
+argv: how often the drain catches the argv of a shell living 50 ms and 500 ms (sh -c 'sleep 0.05').
+
+The load is os.posix_spawn of /bin/true (a vfork+exec) from two paced spawner processes. It arms this machine:
+run as root; it holds /run/sigsleuth-test.lock, as the tests do, and disarms at the end.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import ansible.module_utils  # noqa: E402
+
+ansible.module_utils.__path__.append(os.path.join(ROOT, "module_utils"))
+from ansible.module_utils.sigsleuth_collect import collect  # noqa: E402
+from ansible.module_utils.sigsleuth_lineage import Lineage  # noqa: E402
+from ansible.module_utils.sigsleuth_trace_parser import TraceStats, iter_events  # noqa: E402
+from tests.lock import armed_lock  # noqa: E402
+
+PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
+MIB = 1 << 20
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def playbook(name, extra):
+    proc = subprocess.run([PLAYBOOK, os.path.join("playbooks", name), "-e", json.dumps(extra)], cwd=ROOT,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit("%s failed:\n%s" % (name, proc.stdout[-3000:]))
+
+
+def setup(name, watch, buffer_kb=8192):
+    return {"sigsleuth_instance": "bench_" + name, "sigsleuth_state_dir": "/var/lib/sigsleuth-bench-" + name,
+            "sigsleuth_watch": watch, "sigsleuth_buffer_size_kb": buffer_kb}
+
+
+def state(config):
+    with open(os.path.join(config["sigsleuth_state_dir"], "state.json")) as handle:
+        return json.load(handle)
+
+
+def instance_dir(config):
+    ftrace = state(config)["ftrace"]
+    return os.path.join(ftrace["tracefs"], "instances", ftrace["instance"])
+
+
+# ---------------------------------------------------------------- load
+
+def spawner(rate, seconds):
+    """One paced spawner: rate posix_spawns of /bin/true per second for seconds; prints how many it made."""
+    start = time.monotonic()
+    made = 0
+    children = 0
+    while True:
+        now = time.monotonic() - start
+        if now >= seconds:
+            break
+        due = int(now * rate)
+        while made < due:
+            try:
+                os.posix_spawn("/bin/true", ["true"], {})
+            except BlockingIOError:  # the pid limit: reap, then go on
+                os.waitpid(-1, 0)
+                children -= 1
+                continue
+            made += 1
+            children += 1
+        while children:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            children -= 1
+        time.sleep(0.001)
+    while children:
+        os.waitpid(-1, 0)
+        children -= 1
+    print(made)
+
+
+def start_load(rate, seconds, workers=2):
+    return [subprocess.Popen([sys.executable, __file__, "_spawner", str(rate / workers), str(seconds)],
+                             stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+
+
+def finish_load(procs):
+    return sum(int(proc.communicate()[0].strip() or 0) for proc in procs)
+
+
+def run_load(rate, seconds):
+    return finish_load(start_load(rate, seconds))
+
+
+# ---------------------------------------------------------------- sources
+
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def read_text_only(instance):
+    return read_text(instance, feed=False)
+
+
+def read_text(instance, feed=True):
+    """trace_pipe until it is empty, parsed (and fed to a lineage): (bytes, events, cpu s)."""
+    fd = os.open(os.path.join(instance, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
+
+    class Pipe:
+        def read(self, _n):
+            try:
+                return os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return b""
+    stats, lineage = TraceStats(), Lineage([9], precision="light")
+    before = cpu_seconds()
+    for event in iter_events(Pipe(), stats, chunk_size=1 << 16):
+        if feed:
+            lineage.feed(event)
+    spent = cpu_seconds() - before
+    os.close(fd)
+    return stats.bytes, stats.events, spent
+
+
+def walk_page(page, counts):
+    """The events of one ring-buffer page: type id and pid of each (the minimal decode)."""
+    commit = struct.unpack_from("<Q", page, 8)[0] & 0xFFFFF
+    offset, end = 16, 16 + commit
+    unpack = struct.unpack_from
+    while offset < end:
+        header = unpack("<I", page, offset)[0]
+        type_len = header & 0x1F
+        if type_len == 0:
+            length = unpack("<I", page, offset + 4)[0] - 4
+            data = offset + 8
+        elif type_len <= 28:
+            length = type_len * 4
+            data = offset + 4
+        elif type_len == 29:
+            length = unpack("<I", page, offset + 4)[0] - 4 if header >> 5 else 0
+            offset = offset + 8 + length if length else end
+            continue
+        else:
+            offset += 8
+            continue
+        event_type, _flags, _preempt, pid = unpack("<HBBi", page, data)
+        counts[event_type] = counts.get(event_type, 0) + 1
+        _ = pid
+        offset = data + length
+    return offset
+
+
+def read_raw(instance):
+    """Every CPU's trace_pipe_raw until empty, pages walked: (bytes, events, cpu s)."""
+    total = 0
+    counts = {}
+    before = cpu_seconds()
+    for cpu in sorted(os.listdir(os.path.join(instance, "per_cpu"))):
+        fd = os.open(os.path.join(instance, "per_cpu", cpu, "trace_pipe_raw"), os.O_RDONLY | os.O_NONBLOCK)
+        while True:
+            try:
+                page = os.read(fd, 4096)
+            except BlockingIOError:
+                break
+            if not page:
+                break
+            total += len(page)
+            walk_page(page, counts)
+        os.close(fd)
+    return total, sum(counts.values()), cpu_seconds() - before
+
+
+def bench_sources(args):
+    config = setup("src", False, 65536)
+    playbook("arm.yml", config)
+    try:
+        instance = instance_dir(config)
+        read_text(instance)  # empty it
+        rows = []
+        for name, reader in (("trace_pipe (text, parsed + lineage)", read_text),
+                             ("trace_pipe (text, parsed only)", read_text_only),
+                             ("trace_pipe_raw (binary, minimal walk)", read_raw)):
+            spawned = run_load(args.rate, args.seconds)
+            size, events, spent = reader(instance)
+            rows.append((name, spawned, size / MIB, events, spent / max(size / MIB, 1e-9), spent / max(events, 1) * 1e6))
+        print("| reader | fork+exec | MiB read | events | CPU s per MiB | us per event |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for row in rows:
+            print("| %s | %d | %.1f | %d | %.3f | %.2f |" % row)
+    finally:
+        playbook("disarm.yml", config)
+
+
+# ---------------------------------------------------------------- the drain under load
+
+def proc_sample(pid):
+    with open("/proc/%d/stat" % pid, "rb") as handle:
+        fields = handle.read().rpartition(b")")[2].split()
+    ticks = int(fields[11]) + int(fields[12])
+    with open("/proc/%d/status" % pid) as handle:
+        rss = next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+    return ticks, rss
+
+
+def bench_load(args):
+    config = setup("load", True)
+    playbook("arm.yml", config)
+    victim = ancestor = None
+    try:
+        drain = state(config)["watch"]["pid"]
+        victim = subprocess.Popen(["sleep", "100000"])
+        ancestor = subprocess.Popen(["sh", "-c", "sleep %d; sh -c 'kill -9 %d'" % (args.seconds + 2, victim.pid)])
+        load = start_load(args.rate, args.seconds)
+        samples, last, t0 = [], proc_sample(drain), time.monotonic()
+        while any(proc.poll() is None for proc in load):
+            time.sleep(1.0)
+            now = proc_sample(drain)
+            elapsed = time.monotonic() - t0
+            samples.append((elapsed, (now[0] - last[0]) / TICK * 100.0, now[1]))
+            last, t0 = now, time.monotonic()
+        spawned = finish_load(load)
+        ancestor.wait()
+        victim.wait()
+        time.sleep(1.0)
+        report = collect(config["sigsleuth_state_dir"])
+    finally:
+        for proc in (victim, ancestor):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        playbook("disarm.yml", config)
+    watch = report["sources"]["ftrace"]["watch"]
+    kills = [kill for kill in report["kills"] if kill["victim"]["pid"] == victim.pid]
+    named = bool(kills) and any(entry["pid"] == ancestor.pid for entry in kills[0]["ancestry"])
+    cpu = [sample[1] for sample in samples[1:]] or [0.0]
+    print("rate %d/s for %d s: %d fork+exec (%.0f/s)" % (args.rate, args.seconds, spawned, spawned / args.seconds))
+    print("drain CPU %% of one core: median %.1f, max %.1f; RSS MB: first %.1f, last %.1f, max %.1f"
+          % (statistics.median(cpu), max(cpu), samples[0][2] / 1024, samples[-1][2] / 1024,
+             max(s[2] for s in samples) / 1024))
+    print("RSS over time (MB, every 10 s): %s" % " ".join("%.1f" % (s[2] / 1024) for s in samples[::10]))
+    print("events consumed %d, lost %d, overrun %d, argv caught %d / missed %d"
+          % (watch["events_consumed"], watch["lost_events"], watch["overrun"], watch["argv_caught"],
+             watch["argv_missed"]))
+    print("kill staged at the end names the ancestor forked at the start: %s" % ("yes" if named else "NO"))
+
+
+# ---------------------------------------------------------------- collect time
+
+def timed_collect(state_dir):
+    start = time.perf_counter()
+    report = collect(state_dir)
+    return time.perf_counter() - start, report
+
+
+def bench_collect(args):
+    watched, plain = setup("cw", True), setup("cp", False)
+    playbook("arm.yml", watched)
+    try:
+        playbook("arm.yml", plain)
+        try:
+            spawned = run_load(args.rate, args.seconds)
+            times = {"watch": [], "plain": []}
+            for _ in range(args.pairs):
+                for name, config in (("watch", watched), ("plain", plain)):
+                    spent, report = timed_collect(config["sigsleuth_state_dir"])
+                    times[name].append(spent)
+            events = report["sources"]["ftrace"].get("events_read")
+        finally:
+            playbook("disarm.yml", plain)
+    finally:
+        playbook("disarm.yml", watched)
+    print("load: %d fork+exec in %d s (%.0f/s); plain collect read %s events" % (
+        spawned, args.seconds, spawned / args.seconds, events))
+    print("| collect | median s | min s | max s |")
+    print("| --- | --- | --- | --- |")
+    for name in ("plain", "watch"):
+        print("| %s | %.3f | %.3f | %.3f |" % (name, statistics.median(times[name]), min(times[name]),
+                                             max(times[name])))
+
+
+# ---------------------------------------------------------------- argv of short-lived shells
+
+def bench_argv(args):
+    """Each shell SIGKILLs a child of its own just before it exits, so its kill record shows whether the drain
+    kept its argv (the record's sender is the shell, with argv_from proc_after_exec)."""
+    config = setup("argv", True)
+    playbook("arm.yml", config)
+    try:
+        shells = {}
+        for life in (0.05, 0.5):
+            shells[life] = []
+            for batch in range(0, args.runs, 10):
+                procs = [subprocess.Popen(["sh", "-c", "sleep 1000 & sleep %s; kill -9 $!; : %d" % (life, number)])
+                         for number in range(batch, min(batch + 10, args.runs))]
+                for proc in procs:
+                    proc.wait()
+                shells[life].extend(proc.pid for proc in procs)
+        time.sleep(1.0)
+        report = collect(config["sigsleuth_state_dir"])
+    finally:
+        playbook("disarm.yml", config)
+    senders = {kill["sender"]["pid"]: kill["sender"] for kill in report["kills"] if kill.get("sender")}
+    print("| shell lives | shells | argv caught (proc_after_exec) | rate |")
+    print("| --- | --- | --- | --- |")
+    for life, pids in shells.items():
+        caught = sum(1 for pid in pids if (senders.get(pid) or {}).get("argv_from") == "proc_after_exec")
+        print("| %d ms | %d | %d | %.1f %% |" % (life * 1000, len(pids), caught, 100.0 * caught / len(pids)))
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "_spawner":
+        spawner(float(sys.argv[2]), float(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["sources", "load", "collect", "argv"])
+    parser.add_argument("--rate", type=int, default=3000)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=200)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_watch arms this machine: run it as root")
+    with armed_lock():
+        {"sources": bench_sources, "load": bench_load, "collect": bench_collect, "argv": bench_argv}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
