@@ -243,6 +243,8 @@ def check_yaml(text, path, names, tasks):
                 visit(item)
         elif isinstance(node, yaml.MappingNode):
             for key, value in mapping_items(node):
+                if key.value == "vars":
+                    continue  # variable names (sigsleuth_watch is a role variable too), not modules
                 if key.value in names.modules:
                     problems.append("module %s at line %d" % (key.value, key.start_mark.line + 1))
                 if key.value in ("name", "role") and isinstance(value, yaml.ScalarNode) and value.value == names.role:

@@ -144,6 +144,13 @@ def test_a_short_name_left_behind_stops_the_build(names):
         build.check_yaml("x: \"{{ a | sigsleuth_summary }}\"\n", "v.yml", names, tasks=False)
 
 
+def test_a_variable_named_like_a_module_is_a_variable(names):
+    text = ("- name: t\n  ansible.builtin.include_role:\n    name: sigsleuth\n  vars:\n    sigsleuth_trace: 1\n"
+            "- name: q\n  sigsleuth_trace:\n    state: present\n")
+    out = build.rewrite_yaml(text, "t.yml", names, tasks=True)
+    assert "    sigsleuth_trace: 1\n" in out and "  sigsleuth.sigsleuth.sigsleuth_trace:\n" in out
+
+
 def test_yaml_rewrite_keeps_quotes_comments_and_blocks(names):
     text = ("---\n# sigsleuth_trace: a comment stays\n- name: t\n  block:\n    - name: inner\n      'sigsleuth_audit':\n"
             "        state: absent\n    - name: role\n      ansible.builtin.import_role:\n        name: \"sigsleuth\"\n"
