@@ -17,6 +17,7 @@ auditable whether or not anything enabled audit earlier in this boot.
 """
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -592,8 +593,13 @@ def small_buffer(fork_rules=False):
 
 
 def fork_noise(count):
-    """count fork+exec of /bin/true: enough to overrun a small trace buffer many times over."""
-    subprocess.run(["sh", "-c", 'i=0; while [ "$i" -lt %d ]; do /bin/true; i=$((i+1)); done' % count], check=True)
+    """count fork+exec of /bin/true on every CPU, each loop pinned to its CPU: enough to overrun each CPU's
+    small trace buffer many times over, wherever the scheduler put the kill (one unpinned loop can stay on
+    the other CPU on a busy machine, and leave the send in the trace)."""
+    loop = 'i=0; while [ "$i" -lt %d ]; do /bin/true; i=$((i+1)); done' % count
+    workers = [subprocess.Popen(["sh", "-c", loop], preexec_fn=functools.partial(os.sched_setaffinity, 0, {cpu}))
+               for cpu in sorted(os.sched_getaffinity(0))]
+    assert [worker.wait() for worker in workers] == [0] * len(workers)
 
 
 def chain_pids(truth, expected):
