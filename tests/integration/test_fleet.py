@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from forensics_stage import _child_named
 from sigsleuth_support import ROOT, signals_extra_vars
 from test_kill_scenarios import Findings, check_kill, summarize
 
@@ -212,7 +213,7 @@ def collect_secret_fleet(fleet, tmp_path, *extra):
         assert arm.rc == UNREACHABLE_RC, arm.output()
         go.touch()
         deadline = time.monotonic() + 10
-        while any(child["comm"] == "sleep" for child in _children(parent.pid)):  # until the victim is reaped
+        while _child_named(parent.pid, "sleep"):  # until the victim is killed and reaped
             assert time.monotonic() < deadline, "the staged kill did not happen"
             time.sleep(0.1)
         report_dir = tmp_path / "reports"
@@ -231,7 +232,7 @@ def collect_secret_fleet(fleet, tmp_path, *extra):
     finally:
         for child in _children(parent.pid):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child["pid"], signal.SIGKILL)
+                os.kill(child, signal.SIGKILL)
         parent.kill()
         parent.wait()
 
@@ -259,17 +260,9 @@ def test_a_secret_in_argv_reaches_no_file_and_no_output_on_the_control_node(flee
 
 
 def _children(pid):
-    """The live children of pid: [{pid, comm}] from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        if int(rest[1]) == pid:
-            found.append({"pid": int(entry), "comm": comm})
-    return found
+    """The pids of pid's live children (the kernel's own list, as forensics_stage._child_named reads it)."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid), "rb") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
