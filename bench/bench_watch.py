@@ -7,9 +7,9 @@
     .venv/bin/python bench/bench_watch.py argv    [--runs 200]
 
 sources: arms a plain instance (no drain), runs the load, then reads the buffer through trace_pipe (text,
-  parsed by sigsleuth_trace_parser and fed to the lineage) and, after the same load again, through the per-CPU
-  trace_pipe_raw (binary pages, walked with a minimal decoder that extracts each event's type and pid - a lower
-  bound of what a full decoder costs): CPU seconds per MiB and microseconds per event of each.
+  parsed by sigsleuth_trace_parser) and, after the same load again, through the per-CPU trace_pipe_raw (binary
+  pages decoded by sigsleuth_trace_raw), each with and without feeding the lineage: CPU seconds (user and
+  system: the kernel formats the text in the reader's read calls) per MiB and microseconds per event.
 load: arms with sigsleuth_watch: true, starts an ancestor (a shell that sleeps through the load, then forks a
   child that SIGKILLs a victim), runs the load at --rate fork+exec/s for --seconds, samples the drain's CPU %
   (of one core) and RSS every second, then collects and checks that the kill's ancestry names the ancestor.
@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ ansible.module_utils.__path__.append(os.path.join(ROOT, "module_utils"))
 from ansible.module_utils.sigsleuth_collect import collect  # noqa: E402
 from ansible.module_utils.sigsleuth_lineage import Lineage  # noqa: E402
 from ansible.module_utils.sigsleuth_trace_parser import TraceStats, iter_events  # noqa: E402
+from ansible.module_utils.sigsleuth_trace_raw import RawReader  # noqa: E402
 from tests.lock import armed_lock  # noqa: E402
 
 PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
@@ -145,52 +145,25 @@ def read_text(instance, feed=True):
     return stats.bytes, stats.events, spent
 
 
-def walk_page(page, counts):
-    """The events of one ring-buffer page: type id and pid of each (the minimal decode)."""
-    commit = struct.unpack_from("<Q", page, 8)[0] & 0xFFFFF
-    offset, end = 16, 16 + commit
-    unpack = struct.unpack_from
-    while offset < end:
-        header = unpack("<I", page, offset)[0]
-        type_len = header & 0x1F
-        if type_len == 0:
-            length = unpack("<I", page, offset + 4)[0] - 4
-            data = offset + 8
-        elif type_len <= 28:
-            length = type_len * 4
-            data = offset + 4
-        elif type_len == 29:
-            length = unpack("<I", page, offset + 4)[0] - 4 if header >> 5 else 0
-            offset = offset + 8 + length if length else end
-            continue
-        else:
-            offset += 8
-            continue
-        event_type, _flags, _preempt, pid = unpack("<HBBi", page, data)
-        counts[event_type] = counts.get(event_type, 0) + 1
-        _ = pid
-        offset = data + length
-    return offset
-
-
-def read_raw(instance):
-    """Every CPU's trace_pipe_raw until empty, pages walked: (bytes, events, cpu s)."""
-    total = 0
-    counts = {}
+def read_raw(instance, feed=True):
+    """Every CPU's trace_pipe_raw until empty, decoded by sigsleuth_trace_raw (and fed to a lineage), as the
+    drain does: (bytes, events, cpu s)."""
+    stats, lineage = TraceStats(), Lineage([9], precision="light")
     before = cpu_seconds()
-    for cpu in sorted(os.listdir(os.path.join(instance, "per_cpu"))):
-        fd = os.open(os.path.join(instance, "per_cpu", cpu, "trace_pipe_raw"), os.O_RDONLY | os.O_NONBLOCK)
-        while True:
-            try:
-                page = os.read(fd, 4096)
-            except BlockingIOError:
-                break
-            if not page:
-                break
-            total += len(page)
-            walk_page(page, counts)
-        os.close(fd)
-    return total, sum(counts.values()), cpu_seconds() - before
+    reader = RawReader(instance, os.path.dirname(os.path.dirname(instance)), stats)
+    while True:
+        events, pages = reader.read_pass(everything=True)
+        if feed:
+            for event in events:
+                lineage.feed(event)
+        if not pages:
+            break
+    reader.close()
+    return stats.bytes, stats.events, cpu_seconds() - before
+
+
+def read_raw_only(instance):
+    return read_raw(instance, feed=False)
 
 
 def bench_sources(args):
@@ -202,7 +175,8 @@ def bench_sources(args):
         rows = []
         for name, reader in (("trace_pipe (text, parsed + lineage)", read_text),
                              ("trace_pipe (text, parsed only)", read_text_only),
-                             ("trace_pipe_raw (binary, minimal walk)", read_raw)):
+                             ("trace_pipe_raw (binary, decoded + lineage)", read_raw),
+                             ("trace_pipe_raw (binary, decoded only)", read_raw_only)):
             spawned = run_load(args.rate, args.seconds)
             size, events, spent = reader(instance)
             rows.append((name, spawned, size / MIB, events, spent / max(size / MIB, 1e-9), spent / max(events, 1) * 1e6))
@@ -219,10 +193,10 @@ def bench_sources(args):
 def proc_sample(pid):
     with open("/proc/%d/stat" % pid, "rb") as handle:
         fields = handle.read().rpartition(b")")[2].split()
-    ticks = int(fields[11]) + int(fields[12])
+    user, system = int(fields[11]), int(fields[12])
     with open("/proc/%d/status" % pid) as handle:
         rss = next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
-    return ticks, rss
+    return user + system, rss, user, system
 
 
 def bench_load(args):
@@ -235,6 +209,7 @@ def bench_load(args):
         ancestor = subprocess.Popen(["sh", "-c", "sleep %d; sh -c 'kill -9 %d'" % (args.seconds + 2, victim.pid)])
         load = start_load(args.rate, args.seconds)
         samples, last, t0 = [], proc_sample(drain), time.monotonic()
+        first = last
         while any(proc.poll() is None for proc in load):
             time.sleep(1.0)
             now = proc_sample(drain)
@@ -256,11 +231,16 @@ def bench_load(args):
     kills = [kill for kill in report["kills"] if kill["victim"]["pid"] == victim.pid]
     named = bool(kills) and any(entry["pid"] == ancestor.pid for entry in kills[0]["ancestry"])
     cpu = [sample[1] for sample in samples[1:]] or [0.0]
+    user, system = last[2] - first[2], last[3] - first[3]
     print("rate %d/s for %d s: %d fork+exec (%.0f/s)" % (args.rate, args.seconds, spawned, spawned / args.seconds))
     print("drain CPU %% of one core: median %.1f, max %.1f; RSS MB: first %.1f, last %.1f, max %.1f"
           % (statistics.median(cpu), max(cpu), samples[0][2] / 1024, samples[-1][2] / 1024,
              max(s[2] for s in samples) / 1024))
+    print("drain CPU split over the load: user %.0f %%, system %.0f %%"
+          % (100.0 * user / max(user + system, 1), 100.0 * system / max(user + system, 1)))
     print("RSS over time (MB, every 10 s): %s" % " ".join("%.1f" % (s[2] / 1024) for s in samples[::10]))
+    print("drain reader: %s%s" % (watch.get("reader"), " (%s)" % watch["reader_fallback"]
+                                   if watch.get("reader_fallback") else ""))
     print("events consumed %d, lost %d, overrun %d, argv caught %d / missed %d"
           % (watch["events_consumed"], watch["lost_events"], watch["overrun"], watch["argv_caught"],
              watch["argv_missed"]))

@@ -115,7 +115,7 @@ report:
       description: Version of the report's shape; minor versions only add optional fields.
       returned: always
       type: str
-      sample: "1.4.0"
+      sample: "1.5.0"
     host:
       description: O(host), or the target's hostname.
       returned: always

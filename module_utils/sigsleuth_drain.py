@@ -33,6 +33,7 @@ from ansible.module_utils.sigsleuth_report import ARGV_FROM_PROC
 from ansible.module_utils.sigsleuth_procfs import NS_PER_TICK, START_TOLERANCE_NS, read_cgroups
 from ansible.module_utils.sigsleuth_state import atomic_write
 from ansible.module_utils.sigsleuth_trace_parser import EXEC, iter_events
+from ansible.module_utils.sigsleuth_trace_raw import HOLD_BACK_NS
 from ansible.module_utils.sigsleuth_tracefs import read_loss_counters
 from ansible.module_utils.sigsleuth_vocabulary import PROC, decode_name, signal_name
 
@@ -233,6 +234,62 @@ class Drain:
                     pending.append(proc)
         self.follow_execs()
         self.flush(final=True)
+
+    def run_raw(self, reader, pipe_fd, wakeup_fd):
+        """Feed the per-CPU binary pages (sigsleuth_trace_raw) until SIGTERM; then flush once more.
+
+        trace_pipe is only polled, never read: unlike trace_pipe_raw (which wakes its poller when the buffer
+        is half full) it wakes at the first event. A pass that read pages is followed by another after
+        batch_s, so events gather between passes."""
+        poller = select.poll()
+        poller.register(pipe_fd, select.POLLIN)
+        poller.register(wakeup_fd, select.POLLIN)
+        while not self.stopping:
+            pages = self.feed_pass(reader)
+            if self.flush_requested:
+                self.flush_requested = False
+                self.catch_up(reader)
+                self.flush()
+            else:
+                self.housekeeping(idle=False)
+            if self.stopping:
+                break
+            if pages or reader.held:
+                time.sleep(self.batch_s)
+                continue
+            if poller.poll(self.wait_ms()):
+                try:
+                    os.read(wakeup_fd, 512)
+                except OSError:
+                    pass
+                if not self.stopping and not self.flush_requested:
+                    time.sleep(self.batch_s)
+        self.feed_pass(reader, everything=True)
+        self.flush(final=True)
+
+    def feed_pass(self, reader, everything=False):
+        """One read pass fed to the lineage, then the argv look-ups of its execs; returns the pages read."""
+        events, pages = reader.read_pass(everything)
+        if events:
+            feed = self.lineage.feed
+            by_pid = self.lineage.by_pid
+            pending = self.pending_execs
+            for event in events:
+                feed(event)
+                if event[0] == EXEC:
+                    proc = by_pid.get(event[5][1])
+                    if proc is not None:
+                        pending.append(proc)
+            self.follow_execs()
+        return pages
+
+    def catch_up(self, reader):
+        """Passes until everything written before now is fed (a pass holds back its last moments)."""
+        asked = reader.clock_ns()
+        self.feed_pass(reader)
+        while reader.held and reader.held[0][1] <= asked:
+            time.sleep(HOLD_BACK_NS / 1e9)
+            self.feed_pass(reader)
 
     def follow_execs(self):
         """argv (and cgroup) of the processes seen exec'ing since the last read, once that read is fed: one

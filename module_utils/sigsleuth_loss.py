@@ -88,7 +88,8 @@ def ftrace_loss(loss, per_cpu, stats, clock):
             loss.add("CPU %d lost %d events to buffer overrun and %d dropped, before %s"
                      % (cpu, overrun, dropped, clock.iso(until) or "an unknown time"), until)
     for cpu, count, ts in stats.lost_markers:
-        loss.add("CPU %d reported %d lost events at %s" % (cpu, count, clock.iso(ts) or "an unknown time"), ts)
+        loss.add("CPU %d reported %s lost events at %s" % (cpu, "an unknown number of" if count is None else count,
+                                                           clock.iso(ts) or "an unknown time"), ts)
     for cpu in sorted(stats.cpu_buffer_started - overrun_cpus):
         # The trace marks a CPU whose oldest events were overwritten; without live counters it is the only sign.
         until = stats.first_ts_per_cpu.get(cpu)

@@ -17,7 +17,7 @@ from ansible.module_utils.sigsleuth_lineage import RESULTS
 from ansible.module_utils.sigsleuth_loss import kill_gaps
 from ansible.module_utils.sigsleuth_vocabulary import SOURCE_AUDIT, decode_name, name_bytes, signal_name
 
-SCHEMA_VERSION = "1.4.0"
+SCHEMA_VERSION = "1.5.0"
 # argv the watch drain read from /proc right after an exec (same incarnation) is labelled so.
 ARGV_FROM_PROC = "proc_after_exec"
 # What made the report: the collection and its version, as galaxy.yml has it (tests/unit/test_collection_version.py).

@@ -214,13 +214,17 @@ def parse_syscall_args(payload):
     args = {}
     for name, value in _SYSCALL_ARG.findall(payload):
         name = name.decode()
-        number = int(value, 0)
-        if number >= 1 << 63:
-            number -= 1 << 64
-        elif name in _INT_ARGS and 1 << 31 <= number < 1 << 32:
-            number -= 1 << 32
-        args[name] = number
+        args[name] = signed_syscall_arg(name, int(value, 0))
     return args
+
+
+def signed_syscall_arg(name, number):
+    """A syscall argument as the syscall sees it, from its unsigned 64-bit record (text or binary)."""
+    if number >= 1 << 63:
+        return number - (1 << 64)
+    if name in _INT_ARGS and 1 << 31 <= number < 1 << 32:
+        return number - (1 << 32)
+    return number
 
 
 def parse_syscall_exit(payload):

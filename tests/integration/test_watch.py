@@ -8,6 +8,7 @@
   instance.
 * Hostile names: a process named with a newline and fake fields, its exe a script in /tmp: reported as named,
   never executed or opened again by the drain.
+* The binary pages the drain reads (trace_pipe_raw) decode to exactly the events of the same buffer's text.
 * A state dir on a read-only filesystem: arm fails naming the path.
 
 Everything runs under its own instance and state dir (WATCH), so nothing collides with other tests.
@@ -18,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -26,6 +28,9 @@ import pytest
 from sigsleuth_support import (
     INVENTORY_HOST, assert_no_residue, run_playbook, tracefs_instances,
 )
+
+from ansible.module_utils.sigsleuth_trace_parser import TraceStats, iter_events
+from ansible.module_utils.sigsleuth_trace_raw import RawReader
 
 STATE_DIR = "/var/lib/sigsleuth-watch-it"
 INSTANCE = "watch_it"
@@ -258,11 +263,60 @@ def test_hostile_comm_and_exe_in_tmp(watched, collect_watch):
                 pass
         assert not [link for link in links if link.startswith(workdir)], links
         assert drain in drain_processes(), "the drain died on a hostile name"
+        assert report["sources"]["ftrace"]["watch"]["reader"] == "trace_pipe_raw", report["sources"]["ftrace"]
     finally:
         if victim is not None and victim.poll() is None:
             victim.kill()
             victim.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- binary pages = text
+
+def test_binary_pages_decode_to_the_text_of_the_same_buffer(watched):
+    """The instance's `trace` (text, not consumed), then its per-CPU trace_pipe_raw (binary, consumed): the
+    same events, fields and order, for fork+exec, threads, renames to hostile names and kills."""
+    watched(sigsleuth_watch=False)
+    with open(os.path.join(STATE_DIR, "state.json")) as handle:
+        ftrace = json.load(handle)["ftrace"]
+    instance = os.path.join(ftrace["tracefs"], "instances", ftrace["instance"])
+    workdir = tempfile.mkdtemp(prefix="sigsleuth-raw-", dir="/tmp")
+    try:
+        script = os.path.join(workdir, "we ird\nname pid=1")
+        shutil.copy("/bin/true", script)
+        subprocess.run(["sh", "-c", "for i in $(seq 200); do /bin/true; done; sleep 100 & kill -9 $!; wait;"
+                        " sleep 100 & kill -15 $!; wait; '%s'" % script], check=False)
+        subprocess.run([sys.executable, "-c", "import ctypes, threading; t = threading.Thread(target=len, "
+                        "args=((),)); t.start(); t.join(); ctypes.CDLL(None).prctl(15, b'a\\nb pid=1 x', 0, 0, 0)"],
+                       check=True)
+        _write(os.path.join(instance, "tracing_on"), "0")
+        with open(os.path.join(instance, "trace"), "rb") as stream:
+            text = list(iter_events(stream, TraceStats()))
+        stats = TraceStats()
+        reader = RawReader(instance, ftrace["tracefs"], stats)
+        binary = []
+        while True:
+            events, pages = reader.read_pass(everything=True)
+            binary += events
+            if not pages:
+                break
+        reader.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def same(event, rounded):
+        name, ts, cpu, tid, _tgid, fields = event
+        return name, (ts + 500) // 1000 * 1000 if rounded else ts, cpu, tid, fields  # text prints rounded us
+    assert len(text) > 1000 and [same(e, True) for e in binary] == [same(e, False) for e in text]
+    names = {event[0] for event in binary}
+    assert {"sched_process_fork", "sched_process_exec", "sched_process_exit", "task_newtask", "task_rename",
+            "signal_generate"} <= names, names
+    assert any(event[5][1][0][1] == b"a\nb pid=1 x" for event in binary if event[0] == "task_rename")
+
+
+def _write(path, text):
+    with open(path, "w") as handle:
+        handle.write(text)
 
 
 # ---------------------------------------------------------------- read-only state dir
