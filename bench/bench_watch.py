@@ -5,6 +5,7 @@
     .venv/bin/python bench/bench_watch.py load    [--rate 3000] [--seconds 60]
     .venv/bin/python bench/bench_watch.py collect [--rate 1000] [--seconds 180] [--pairs 5]
     .venv/bin/python bench/bench_watch.py argv    [--runs 200]
+    .venv/bin/python bench/bench_watch.py readers [--rate 3000] [--seconds 15] [--pairs 5]
 
 sources: arms a plain instance (no drain), runs the load, then reads the buffer through trace_pipe (text,
   parsed by sigsleuth_trace_parser) and, after the same load again, through the per-CPU trace_pipe_raw (binary
@@ -15,6 +16,8 @@ load: arms with sigsleuth_watch: true, starts an ancestor (a shell that sleeps t
   (of one core) and RSS every second, then collects and checks that the kill's ancestry names the ancestor.
 collect: arms two instances at once, one watched and one not, runs the load once, then times collect (the
   sigsleuth_collect.collect() call itself, in this process) on each, alternately, --pairs times: medians.
+readers: the drain with each reader (trace_pipe text, trace_pipe_raw binary) under the same load, paired and
+  alternated --pairs times: its CPU % of one core and microseconds per event, medians and ratios.
 argv: how often the drain catches the argv of a shell living 50 ms and 500 ms (sh -c 'sleep 0.05').
 
 The load is os.posix_spawn of /bin/true (a vfork+exec) from two paced spawner processes. It arms this machine:
@@ -247,6 +250,65 @@ def bench_load(args):
     print("kill staged at the end names the ancestor forked at the start: %s" % ("yes" if named else "NO"))
 
 
+# ---------------------------------------------------------------- the two readers, paired
+
+def drain_run(config, mode, rate, seconds):
+    """One drain of the given reader ("raw" or "text") on the armed instance, under the load: (cpu %, us per
+    event, events, fork+exec made). The drain is the product's (sigsleuth_watch_control.start), started here."""
+    from ansible.module_utils import sigsleuth_watch_control as control
+    state_dir = config["sigsleuth_state_dir"]
+    sections = state(config)
+    original = control.open_raw_reader
+    if mode == "text":
+        control.open_raw_reader = lambda ftrace, stats, status: status.update(reader="trace_pipe") and None
+    try:
+        section = control.start(state_dir, sections, 0, 2.0)
+    finally:
+        control.open_raw_reader = original
+    try:
+        time.sleep(1.0)
+        before = proc_sample(section["pid"])
+        made = run_load(rate, seconds)
+        time.sleep(2 * 0.02 + 0.1)  # the last batch
+        after = proc_sample(section["pid"])
+    finally:
+        control.stop_drain(section)
+    status = control.read_json(control.WatchFiles(state_dir).status) or {}
+    control.remove_files(state_dir)
+    assert status.get("reader") == ("trace_pipe_raw" if mode == "raw" else "trace_pipe"), status
+    cpu_s = (after[0] - before[0]) / TICK
+    events = status.get("events", 0)
+    return 100.0 * cpu_s / seconds, 1e6 * cpu_s / max(events, 1), events, made
+
+
+def bench_readers(args):
+    config = setup("readers", False)
+    playbook("arm.yml", config)
+    rows = []
+    try:
+        for _ in range(args.pairs):
+            pair = {}
+            for mode in ("text", "raw"):
+                pair[mode] = drain_run(config, mode, args.rate, args.seconds)
+            rows.append(pair)
+    finally:
+        playbook("disarm.yml", config)
+    print("| pair | text CPU % | raw CPU % | raw/text | text us/event | raw us/event | raw/text per event |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for number, pair in enumerate(rows, 1):
+        text, binary = pair["text"], pair["raw"]
+        print("| %d | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f |" % (
+            number, text[0], binary[0], binary[0] / max(text[0], 1e-9), text[1], binary[1],
+            binary[1] / max(text[1], 1e-9)))
+    median = statistics.median
+    print("| median | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f |" % (
+        median(p["text"][0] for p in rows), median(p["raw"][0] for p in rows),
+        median(p["raw"][0] / max(p["text"][0], 1e-9) for p in rows), median(p["text"][1] for p in rows),
+        median(p["raw"][1] for p in rows), median(p["raw"][1] / max(p["text"][1], 1e-9) for p in rows)))
+    print("fork+exec per run: %s (rate asked %d/s for %d s)" % (
+        ", ".join("%d/%d" % (p["text"][3], p["raw"][3]) for p in rows), args.rate, args.seconds))
+
+
 # ---------------------------------------------------------------- collect time
 
 def timed_collect(state_dir):
@@ -315,7 +377,7 @@ def main():
         spawner(float(sys.argv[2]), float(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["sources", "load", "collect", "argv"])
+    parser.add_argument("mode", choices=["sources", "load", "collect", "argv", "readers"])
     parser.add_argument("--rate", type=int, default=3000)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--pairs", type=int, default=5)
@@ -324,7 +386,8 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench_watch arms this machine: run it as root")
     with armed_lock():
-        {"sources": bench_sources, "load": bench_load, "collect": bench_collect, "argv": bench_argv}[args.mode](args)
+        {"sources": bench_sources, "load": bench_load, "collect": bench_collect, "argv": bench_argv,
+         "readers": bench_readers}[args.mode](args)
 
 
 if __name__ == "__main__":

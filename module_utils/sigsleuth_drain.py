@@ -271,15 +271,16 @@ class Drain:
         """One read pass fed to the lineage, then the argv look-ups of its execs; returns the pages read."""
         events, pages = reader.read_pass(everything)
         if events:
-            feed = self.lineage.feed
+            self.lineage.feed_all(events)
             by_pid = self.lineage.by_pid
-            pending = self.pending_execs
             for event in events:
-                feed(event)
                 if event[0] == EXEC:
+                    # The process that exec'd then, if it is still the one under that pid.
                     proc = by_pid.get(event[5][1])
-                    if proc is not None:
-                        pending.append(proc)
+                    if proc is not None and proc.exec_times and proc.exec_times[-1] == event[1]:
+                        self.pending_execs.append(proc)
+                    else:
+                        self.argv_missed += 1
             self.follow_execs()
         return pages
 

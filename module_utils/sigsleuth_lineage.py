@@ -224,6 +224,17 @@ class Lineage:
         if handler is not None:
             handler(ts, tid, tgid, fields)
 
+    def feed_all(self, events):
+        """feed() each event in turn: the drain's loop, with the look-ups bound once per batch."""
+        handlers = self._handlers
+        thread_group = self.thread_group
+        for name, ts, _cpu, tid, tgid, fields in events:
+            if tgid is not None and tgid != tid and thread_group.get(tid) != tgid:
+                self._learn_thread(tid, tgid)
+            handler = handlers.get(name)
+            if handler is not None:
+                handler(ts, tid, tgid, fields)
+
     def process_of(self, tid, tgid=None, ts=None):
         """The current incarnation for a thread; an 'unseen' placeholder when nothing is known of it."""
         if tgid is None:

@@ -21,6 +21,7 @@ being read could be older than what that other CPU gave, so events younger than 
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import struct
@@ -43,6 +44,7 @@ DATA_MAX_TYPE_LEN = 28
 HOLD_BACK_NS = 2_000_000
 CLOCK = "boot"  # the trace clock a pass's start is read in (CLOCK_BOOTTIME): what arm sets
 READER_RAW, READER_TEXT = "trace_pipe_raw", "trace_pipe"
+_TS = operator.itemgetter(1)
 
 _FIELD = re.compile(r"field:(?P<decl>[^;]*?)\s*(?P<name>\w+)(?:\[(?P<len>\d*)\])?;\s*offset:(?P<offset>\d+);"
                     r"\s*size:(?P<size>\d+);\s*signed:(?P<signed>\d);")
@@ -433,7 +435,7 @@ class RawReader:
                 if cpu not in stats.first_ts_per_cpu:
                     stats.first_ts_per_cpu[cpu] = events[before][1]
         if runs > 1:
-            events.sort(key=_ts)  # each CPU's run is in order already: the sort merges them
+            events.sort(key=_TS)  # each CPU's run is in order already: the sort merges them
         if not everything and events and events[-1][1] > cutoff:
             split = _first_after(events, cutoff)
             self.held = events[split:]
@@ -443,10 +445,6 @@ class RawReader:
             stats.lines += len(events)
             stats.last_ts = events[-1][1]
         return events, pages
-
-
-def _ts(event):
-    return event[1]
 
 
 def _first_after(events, cutoff):

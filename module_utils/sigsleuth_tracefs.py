@@ -34,6 +34,10 @@ LINEAGE_EVENTS = (
 )
 REQUIRED_EVENTS = (SIGNAL_EVENT,) + LINEAGE_EVENTS
 NO_FILTER = "none"
+# The lineage reads task_newtask only to tell a thread from a process (a fork without one is a process): only
+# thread creations are recorded, not one more event per fork of every process.
+NEWTASK_EVENT = "task/task_newtask"
+NEWTASK_FILTER = "clone_flags & 0x10000"  # CLONE_THREAD
 OOM_EVENT = "oom/mark_victim"
 PRECISION_LIGHT = "light"
 PRECISION_SYSCALL = "syscall"
@@ -288,6 +292,7 @@ def desired_settings(signals, buffer_size_kb=DEFAULT_BUFFER_SIZE_KB, signal_fiel
     if signal_fields is None:
         signal_fields = {event: "sig" for event in (SIGNAL_EVENT,) + KILL_SYSCALL_EVENTS}
     wanted = dict.fromkeys(REQUIRED_EVENTS, NO_FILTER)
+    wanted[NEWTASK_EVENT] = NEWTASK_FILTER
     wanted.update(LIGHT_EVENTS)
     if precision == PRECISION_SYSCALL:
         wanted.update(SYSCALL_EVENTS)

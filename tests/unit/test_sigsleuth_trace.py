@@ -57,7 +57,8 @@ def test_arm_creates_and_configures_the_instance(kernel, state_dir):
     assert kernel.read(path, "events", "signal", "signal_generate", "enable") == "1"
     for event in sigsleuth_tracefs.LINEAGE_EVENTS:
         assert kernel.read(path, "events", event, "enable") == "1"
-        assert kernel.read(path, "events", event, "filter") == "none"
+        want = sigsleuth_tracefs.NEWTASK_FILTER if event == sigsleuth_tracefs.NEWTASK_EVENT else "none"
+        assert kernel.read(path, "events", event, "filter") == want, event
     # The light default records nothing whose rate follows ordinary syscalls.
     for event in sigsleuth_tracefs.SYSCALL_EVENTS:
         assert kernel.read(path, "events", event, "enable") == "0", event
