@@ -185,17 +185,22 @@ def encodable(events):
     return [event for event in events if event[0] in PAYLOAD_PARSERS]
 
 
+def binary_instance(root, events):
+    """A fake instance under root whose per-CPU trace_pipe_raw files hold events (text parser tuples) as pages."""
+    by_cpu = {}
+    for event in events:
+        body = record(event[0], event[3], _text_fields(event[0], event[5]))
+        by_cpu.setdefault(event[2], []).append((event[1], body))
+    return fake_instance(root, {cpu: pages_of(per_cpu) for cpu, per_cpu in by_cpu.items()},
+                         enabled=sorted({_event_path(event[0]) for event in events} | set(LIGHT)))
+
+
 # ---------------------------------------------------------------- the tests
 
 @pytest.mark.parametrize("path", TRACES, ids=os.path.basename)
 def test_every_fixture_trace_decodes_to_the_text_parsers_events(path, tmp_path):
     expected = encodable(text_events(path))
-    by_cpu = {}
-    for event in expected:
-        by_cpu.setdefault(event[2], []).append((event[1], record(event[0], event[3], _text_fields(event[0],
-                                                                                                   event[5]))))
-    instance = fake_instance(tmp_path, {cpu: pages_of(events) for cpu, events in by_cpu.items()},
-                             enabled=sorted({_event_path(event[0]) for event in expected} | set(LIGHT)))
+    instance = binary_instance(tmp_path, expected)
     decoded, stats = read_all(instance, str(tmp_path))
     assert [comparable(event) for event in decoded] == [comparable(event) for event in expected]
     assert all(event[4] is None for event in decoded)  # binary records carry no tgid: the lineage keeps its own
@@ -211,12 +216,7 @@ def _event_path(name):
 def test_the_lineage_fed_binary_names_the_same_senders_as_fed_text(tmp_path):
     path = os.path.join(FIXTURES, "ftrace", "forensics_kill_family.trace")
     expected = encodable(text_events(path))
-    by_cpu = {}
-    for event in expected:
-        by_cpu.setdefault(event[2], []).append((event[1], record(event[0], event[3], _text_fields(event[0],
-                                                                                                   event[5]))))
-    instance = fake_instance(tmp_path, {cpu: pages_of(events) for cpu, events in by_cpu.items()},
-                             enabled=sorted({_event_path(event[0]) for event in expected} | set(LIGHT)))
+    instance = binary_instance(tmp_path, expected)
     decoded, _stats = read_all(instance, str(tmp_path))
     from_text, from_raw = (Lineage([9, 15, 2], precision="syscall", opens_traced=True) for _ in range(2))
     for event in expected:

@@ -138,3 +138,112 @@ def test_argv_after_exec_only_from_the_same_incarnation(tmp_path):
     assert read_after_exec(other, str(tmp_path)) is False and other.argv is None
     renamed = lineage.new_process(300, 5_000_000_000, None, "other", "/bin/other", "ftrace", 0)
     assert read_after_exec(renamed, str(tmp_path)) is False
+
+
+# ---------------------------------------------------------------- the binary reader's loop
+
+def raw_drain(tmp_path, trace):
+    """A drain on a fake instance whose per-CPU trace_pipe_raw files hold the fixture trace as binary pages."""
+    from test_trace_raw import binary_instance, encodable, text_events
+    from ansible.module_utils.sigsleuth_trace_raw import RawReader
+    root = tmp_path / "tracefs"
+    root.mkdir()
+    instance = binary_instance(root, encodable(text_events(trace)))
+    files = WatchFiles(str(tmp_path))
+    drain = Drain(Lineage([9, 15, 2], precision="syscall", opens_traced=True), TraceStats(), files, instance,
+                  0, {"pid": 1234, "restarts": 0, "reader": "trace_pipe_raw"}, proc_root=str(tmp_path / "no-proc"),
+                  batch_s=0)
+    reader = RawReader(instance, str(root), drain.stats, clock_ns=lambda: 1 << 62)
+    return drain, reader, files
+
+
+def test_the_binary_loop_persists_the_kills_of_the_text_replay(tmp_path):
+    trace = os.path.join(FIXTURES, "forensics_kill_family.trace")
+    drain, reader, files = raw_drain(tmp_path, trace)
+    drain.housekeeping = lambda idle: setattr(drain, "stopping", True)  # one pass, then stop as on SIGTERM
+    pipe_read, pipe_write = os.pipe()
+    wake_read, wake_write = os.pipe()
+    try:
+        drain.run_raw(reader, pipe_read, wake_read)
+    finally:
+        reader.close()
+        for each in (pipe_read, pipe_write, wake_read, wake_write):
+            os.close(each)
+    expected, stats = replay(trace, precision="syscall")
+    with open(files.status) as handle:
+        status = json.load(handle)
+    assert status["state"] == "stopped" and status["reader"] == "trace_pipe_raw"
+    assert status["events"] == stats.events and status["kills"] == len(expected.kills) > 0
+    restored, _stats, _extra = load(files.checkpoint)
+    assert [(k["victim"]["pid"], (k["sender"] or {}).get("pid"), k["mechanism"]) for k in reported(restored)] == \
+        [(k["victim"]["pid"], (k["sender"] or {}).get("pid"), k["mechanism"]) for k in reported(expected)]
+
+
+class ScriptedReader:
+    """read_pass() hands out scripted batches and holds back what is younger than its clock, as RawReader."""
+
+    def __init__(self, batches, now):
+        self.batches = list(batches)
+        self.held = []
+        self.now = now
+
+    def clock_ns(self):
+        return self.now
+
+    def read_pass(self, everything=False):
+        events = self.held + (self.batches.pop(0) if self.batches else [])
+        cutoff = self.now - 2_000_000
+        self.held = [] if everything else [event for event in events if event[1] > cutoff]
+        ready = events if everything else [event for event in events if event[1] <= cutoff]
+        return ready, int(bool(ready or self.held))
+
+
+def fork_exec_exit(pid, ts, exit_too=True):
+    events = [("sched_process_fork", ts, 0, 1, None, (1, pid)),
+              ("sched_process_exec", ts + 10, 0, pid, None, ("/bin/true", pid, pid))]
+    if exit_too:
+        events.append(("sched_process_exit", ts + 20, 0, pid, None, (b"true", pid, True)))
+    return events
+
+
+def test_a_pass_follows_only_the_execs_still_there_and_counts_every_exec(tmp_path):
+    files = WatchFiles(str(tmp_path))
+    lineage = Lineage([9])
+    drain = Drain(lineage, TraceStats(), files, str(tmp_path), 0, {}, proc_root=str(tmp_path / "no-proc"))
+    followed = []
+    drain.follow_execs = lambda: (followed.extend(p.pid for p in drain.pending_execs), drain.pending_execs.clear())
+    batch = fork_exec_exit(10, 1_000) + fork_exec_exit(11, 2_000, exit_too=False) \
+        + [("sched_process_exec", 3_000, 0, 11, None, ("/bin/sh", 11, 11))]
+    drain.feed_pass(ScriptedReader([batch], now=10 ** 12))
+    # 10 is gone, 11's first exec is not its last: one look-up, for the exec that is still what 11 runs.
+    assert followed == [11] and drain.argv_missed == 2
+
+
+def test_a_flush_request_feeds_everything_written_before_it(tmp_path, monkeypatch):
+    files = WatchFiles(str(tmp_path))
+    drain = Drain(Lineage([9]), TraceStats(), files, str(tmp_path), 0, {}, proc_root=str(tmp_path / "no-proc"))
+    now = 5_000_000_000
+    reader = ScriptedReader([fork_exec_exit(20, now - 1_000_000, exit_too=False)], now=now)
+
+    def later(_seconds):
+        reader.now += 3_000_000
+    monkeypatch.setattr("ansible.module_utils.sigsleuth_drain.time.sleep", later)
+    drain.catch_up(reader)
+    assert 20 in drain.lineage.by_pid and not reader.held
+
+
+def test_the_drain_falls_back_to_text_and_says_why(tmp_path):
+    from test_trace_raw import fake_instance
+    from ansible.module_utils.sigsleuth_watch_control import open_raw_reader
+    root = tmp_path / "tracefs"
+    root.mkdir()
+    fake_instance(root, {0: []}, clock="[local] boot")
+    status = {}
+    ftrace = {"tracefs": str(root), "instance": "fake"}
+    assert open_raw_reader(ftrace, TraceStats(), status) is None
+    assert status["reader"] == "trace_pipe" and "trace clock" in status["reader_fallback"]
+    (root / "instances" / "fake" / "trace_clock").write_text("local [boot]\n")
+    status = {}
+    reader = open_raw_reader(ftrace, TraceStats(), status)
+    assert reader is not None and status == {"reader": "trace_pipe_raw"}
+    reader.close()
