@@ -90,7 +90,7 @@ def build_drain(state_dir, sections, status, flush_interval, proc=PROC):
 def open_raw_reader(ftrace, stats, status):
     """The per-CPU binary reader, or None (with the reason in status) where its layout is unknown here.
 
-    Binary pages cost the drain about half of what trace_pipe's text does (bench/bench_watch.py sources): the
+    Binary pages cost the drain about half of what trace_pipe's text does (bench/bench_watch.py readers): the
     kernel formats nothing and nothing is matched. Text remains the fallback, and what collect reads."""
     try:
         reader = RawReader(instance_dir(ftrace), ftrace["tracefs"], stats)
