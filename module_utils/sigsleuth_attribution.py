@@ -21,6 +21,7 @@ just exited, processes that just opened a cgroup.kill file.
 from __future__ import annotations
 
 import collections
+import itertools
 
 from ansible.module_utils.sigsleuth_vocabulary import (
     RLIMIT_CPU, RLIMIT_RTTIME, SI_KERNEL, SI_QUEUE, SI_TKILL, SI_USER, SIGKILL,
@@ -35,6 +36,7 @@ NOBODY = None
 OPEN_WINDOW_NS = 10_000_000_000
 # Recently exited threads and openers are only needed for a moment: keep the newest few.
 RECENT_LIMIT = 4096
+RECENT_SLACK = RECENT_LIMIT // 4  # how many more a recent-exits dict may hold before its oldest go
 PRECISION_HINT = "sigsleuth_precision: syscall tells them apart"
 # What each light family stands for, and the mechanisms a kernel send in the victim's own context may be.
 USER_SIGNAL_CANDIDATES = ("kill", "pidfd_send_signal", "cgroup_kill")
@@ -251,7 +253,7 @@ class EvidenceWindow:
 
     def __init__(self):
         self.in_kill_syscall = {}                           # tid -> (syscall, args) between entry and exit
-        self.cgroup_kill_opens = collections.OrderedDict()  # process key -> ts of its last open of a cgroup.kill
+        self.cgroup_kill_opens = {}  # process key -> ts of its last open of a cgroup.kill
 
     def syscall_entered(self, tid, syscall, args):
         self.in_kill_syscall[tid] = (syscall, args)
@@ -274,11 +276,12 @@ class EvidenceWindow:
 
 
 def remember(recent, key, value):
-    """Insert into an OrderedDict that keeps only its newest RECENT_LIMIT entries.
+    """Insert into a dict (in insertion order, newest last) that keeps at least its newest RECENT_LIMIT entries.
 
-    (A plain dict would do, but dropping its oldest entry again and again makes finding the next oldest
-    crawl over the deleted slots.)"""
+    The oldest are dropped RECENT_SLACK at a time: one at a time, each would cost a walk over the slots its
+    predecessors left (an OrderedDict avoids that at several times the cost of every insert)."""
     recent.pop(key, None)
     recent[key] = value
-    if len(recent) > RECENT_LIMIT:
-        recent.popitem(last=False)
+    if len(recent) > RECENT_LIMIT + RECENT_SLACK:
+        for stale in list(itertools.islice(recent, RECENT_SLACK)):
+            del recent[stale]

@@ -114,8 +114,8 @@ def lineage_to_dict(lineage, stats=None, extra=None):
 
 
 def _newest(recent):
-    """The newest RECENT_KEPT entries of an OrderedDict of recent exits: only a send right after an exit reads
-    them, and the rest would make every checkpoint as large as the lineage's whole memory of exits."""
+    """The newest RECENT_KEPT entries of a dict of recent exits (newest last): only a send right after an exit
+    reads them, and the rest would make every checkpoint as large as the lineage's whole memory of exits."""
     items = list(itertools.islice(reversed(recent.items()), RECENT_KEPT))
     items.reverse()
     return [list(item) for item in items]

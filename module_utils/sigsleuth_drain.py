@@ -197,6 +197,8 @@ class Drain:
         self.argv_caught = status.get("argv_caught", 0)
         self.argv_missed = status.get("argv_missed", 0)
         self.pending_execs = []  # processes seen exec'ing, followed up after the read is fed
+        self.collect_garbage = None  # the cycle collector, when the drain runs it itself (after a flush)
+        self.last_collect = 0.0
 
     # ------------------------------------------------------------ signals
 
@@ -333,6 +335,9 @@ class Drain:
         self.kills_flushed = len(lineage.kills)
         atomic_write(self.files.status, json.dumps(self.status_dict(final)))
         self.last_flush = time.monotonic()
+        if self.collect_garbage is not None and self.last_flush - self.last_collect >= self.flush_interval:
+            self.collect_garbage()
+            self.last_collect = self.last_flush
 
     def write_kill_index(self):
         kills = self.lineage.kills

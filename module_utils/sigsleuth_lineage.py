@@ -142,8 +142,8 @@ class Lineage:
         self.kills = []
         self.serials = serials if serials is not None else itertools.count(1)
         self._last_kill = {}      # (victim key, signal) -> Kill, to fold repeated sends
-        self.recently_exited = collections.OrderedDict()  # pid -> exited Process, the newest few: a zombie holds its pid
-        self.exited_tids = collections.OrderedDict()  # tid -> ts of its exit, the newest few: a parent death comes next
+        self.recently_exited = {}  # pid -> exited Process, the newest few: a zombie holds its pid
+        self.exited_tids = {}  # tid -> ts of its exit, the newest few: a parent death comes next
         self._handlers = {
             FORK: self._on_fork,
             EXEC: self._on_exec,

@@ -102,3 +102,17 @@ def test_an_earlier_row_wins():
     (SI_USER, {"victim_is_current": True}, "to itself"), (SI_USER, {}, "opened no cgroup.kill")])
 def test_unknown_says_why(si_code, facts, words):
     assert words in decide(evidence(si_code, **facts))[4]
+
+
+def test_remember_keeps_the_newest_in_order_and_stays_bounded():
+    from ansible.module_utils.sigsleuth_attribution import RECENT_LIMIT, RECENT_SLACK, remember
+    recent = {}
+    for number in range(5 * RECENT_LIMIT):
+        remember(recent, number % (3 * RECENT_LIMIT), number)
+        assert len(recent) <= RECENT_LIMIT + RECENT_SLACK
+    assert len(recent) >= RECENT_LIMIT
+    values = list(recent.values())
+    assert values == sorted(values) and values[-1] == 5 * RECENT_LIMIT - 1  # newest last, none lost among them
+    assert values == list(range(values[0], 5 * RECENT_LIMIT))
+    remember(recent, values[0] % (3 * RECENT_LIMIT), "again")  # a key remembered again moves to the newest end
+    assert list(recent.values())[-1] == "again"

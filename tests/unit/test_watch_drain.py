@@ -247,3 +247,18 @@ def test_the_drain_falls_back_to_text_and_says_why(tmp_path):
     reader = open_raw_reader(ftrace, TraceStats(), status)
     assert reader is not None and status == {"reader": "trace_pipe_raw"}
     reader.close()
+
+
+def test_the_drain_runs_its_collector_after_a_flush_at_most_once_per_interval(tmp_path, monkeypatch):
+    files = WatchFiles(str(tmp_path))
+    drain = Drain(Lineage([9]), TraceStats(), files, str(tmp_path), 0, {"pid": os.getpid()}, flush_interval=2.0)
+    runs = []
+    drain.collect_garbage = lambda: runs.append(1)
+    clock = [100.0]
+    monkeypatch.setattr("ansible.module_utils.sigsleuth_drain.time.monotonic", lambda: clock[0])
+    drain.flush()
+    drain.flush()  # a kill's flush right after: the collector waits for the interval
+    assert len(runs) == 1
+    clock[0] += 2.0
+    drain.flush()
+    assert len(runs) == 2
