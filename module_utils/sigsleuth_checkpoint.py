@@ -99,7 +99,8 @@ def lineage_to_dict(lineage, stats=None, extra=None):
         "memory_hierarchy": lineage.memory_hierarchy,
         "snapshot_time_ns": lineage.snapshot_time_ns,
         "by_pid": [[pid, writer.ref(proc)] for pid, proc in lineage.by_pid.items()],
-        "recently_exited": [[pid, writer.ref(proc)] for pid, proc in _newest(lineage.recently_exited)],
+        "recently_exited": [[pid, writer.ref(lineage.exited_process(pid))]
+                            for pid, _proc in _newest(lineage.recently_exited)],
         "exited_tids": _newest(lineage.exited_tids),
         "thread_group": list(lineage.thread_group.items()),
         "clone_flags": list(lineage.clone_flags.items()),

@@ -20,6 +20,9 @@ from ansible.module_utils.sigsleuth_attribution import (
     EvidenceWindow, SendEvidence, attribute, remember, rlimit_mechanism,
 )
 from ansible.module_utils.sigsleuth_procfs import START_TOLERANCE_NS
+from ansible.module_utils.sigsleuth_short_lives import (
+    EXIT_NS, IMAGE, OWN, PARENT, PID, SERIAL, START_NS, ParentImage, is_short_life, short_lives,
+)
 from ansible.module_utils.sigsleuth_trace_parser import (
     CGROUP_ATTACH, EXEC, EXIT, FORK, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
 )
@@ -92,6 +95,52 @@ class Process:
 
     def __repr__(self):
         return "Process(%d %r start=%s exited=%s)" % (self.pid, self.comm, self.start_ns, self.exited)
+
+
+def forked_process(pid, ts, serial, parent, image, source):
+    """The child parent forked at ts, with the image (comm, exe, argv, uid, CPU-time limits, cgroups) of image:
+    the parent itself, or what the parent was at that fork (a short life told later, sigsleuth_short_lives)."""
+    proc = Process(_new_key(ProcessKey, (pid, ts, serial)), parent, image.comm, image.exe, source, ts)
+    proc.argv = image.argv
+    proc.uid = image.uid
+    proc.rlimits, proc.rlimits_from = image.rlimits, image.rlimits_from
+    proc.cgroup = image.cgroup
+    proc.memory_cgroup = image.memory_cgroup
+    proc.facts_from = {"comm": SOURCE_INHERITED, "exe": SOURCE_INHERITED, "argv": SOURCE_INHERITED,
+                       "uid": SOURCE_INHERITED}  # IMAGE_FACTS; a literal, as this runs once per fork
+    return proc
+
+
+def exec_image(proc, ts, filename, source, comm=None, argv=None):
+    """What an exec of filename at ts makes of the process: its exe, comm and argv."""
+    proc.exe = filename
+    if proc.exec_times is None:
+        proc.exec_times = [ts]
+    else:
+        proc.exec_times.append(ts)
+    if comm is None:
+        # The kernel names the task after the last path component of the exec'd file, cut to 15 bytes.
+        base = filename.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[:15]
+        # 92 is a backslash: without one, decode_name's own fast path, inline (this runs once per exec).
+        comm = base.decode("utf-8", "backslashreplace") if 92 not in base \
+            else decode_name(filename.rsplit("/", 1)[-1], limit=15)
+    proc.comm = comm
+    proc.argv = argv
+    proc.facts_from = dict(proc.facts_from, comm=source, exe=source, argv=source if argv is not None else None)
+
+
+def renamed(proc, candidates):
+    """A task_rename of the process: candidates are the (old, new) readings of its line (one, in binary)."""
+    if len(candidates) == 1:
+        proc.comm = decode_name(candidates[0][1])
+    else:
+        matching = [new for old, new in candidates if decode_name(old) == proc.comm]
+        if len(matching) == 1:
+            proc.comm = decode_name(matching[0])
+        else:
+            proc.notes.append("a rename to one of %r could not be told apart"
+                              % [decode_name(new) for _old, new in candidates])
+    proc.facts_from["comm"] = SOURCE_TRACE
 
 
 class Kill:
@@ -225,15 +274,83 @@ class Lineage:
             handler(ts, tid, tgid, fields)
 
     def feed_all(self, events):
-        """feed() each event in turn: the drain's loop, with the look-ups bound once per batch."""
+        """feed() each event of a read pass in turn, the pass's short lives (sigsleuth_short_lives) each in
+        one step: the drain's loop, with the look-ups bound once per pass."""
         handlers = self._handlers
         thread_group = self.thread_group
-        for name, ts, _cpu, tid, tgid, fields in events:
-            if tgid is not None and tgid != tid and thread_group.get(tid) != tgid:
-                self._learn_thread(tid, tgid)
+        folding = short_lives(events, thread_group)
+        if not folding:
+            for name, ts, _cpu, tid, tgid, fields in events:
+                if tgid is not None and tgid != tid and thread_group.get(tid) != tgid:
+                    self._learn_thread(tid, tgid)
+                handler = handlers.get(name)
+                if handler is not None:
+                    handler(ts, tid, tgid, fields)
+            return
+        lives = {}  # pid -> its short life's record, from its fork to its exit
+        for event in events:  # no thread group ids: short_lives() folds nothing otherwise
+            name, ts, _cpu, tid, tgid, fields = event
+            if tid in lives:
+                if name == EXIT:
+                    self._short_life_ended(lives.pop(tid), ts)
+                else:
+                    lives[tid].append(event)  # its exec or rename
+                continue
+            if name == FORK and fields[1] in folding:
+                life = self._short_life_begun(ts, fields[0], fields[1])
+                if life is not None:
+                    lives[fields[1]] = life
+                    continue
             handler = handlers.get(name)
             if handler is not None:
                 handler(ts, tid, tgid, fields)
+
+    def _short_life_begun(self, ts, parent_tid, child):
+        """fork()'s effects for a short life, or None (fed event by event) unless its parent is known, no
+        live process holds its pid and it is no thread."""
+        parent = self.by_pid.get(self.thread_group.get(parent_tid, parent_tid))
+        old = self.by_pid.get(child)
+        if parent is None or (old is not None and not old.exited) or child in self.clone_flags:
+            return None
+        self.thread_group.pop(child, None)
+        self.exited_tids.pop(child, None)
+        self.recently_exited.pop(child, None)
+        if old is not None:
+            del self.by_pid[child]  # an exited one its children kept indexed: the newcomer's exit unindexes it
+        parent.live_children += 1
+        return [child, ts, next(self.serials), parent, parent.comm, parent.exe, parent.argv, parent.uid,
+                parent.rlimits, parent.rlimits_from, parent.cgroup, parent.memory_cgroup, None]
+
+    def _short_life_ended(self, life, ts):
+        """_on_exit()'s effects for a short life: it is remembered among the recent exits as the record."""
+        pid = life[PID]
+        if self.syscalls_traced:
+            self.evidence.syscall_exited(pid)
+        remember(self.exited_tids, pid, ts)
+        self.thread_group.pop(pid, None)
+        life[EXIT_NS] = ts
+        remember(self.recently_exited, pid, life)
+        parent = life[PARENT]
+        parent.live_children -= 1
+        if parent.exited and parent.live_children == 0:
+            self._forget(parent)
+
+    def exited_process(self, pid):
+        """The recently exited process of pid, or None: a short life's record made into its Process."""
+        proc = self.recently_exited.get(pid)
+        if is_short_life(proc):
+            life = proc
+            proc = forked_process(life[PID], life[START_NS], life[SERIAL], life[PARENT],
+                                  ParentImage._make(life[IMAGE:EXIT_NS]), SOURCE_TRACE)
+            for name, ts, _cpu, _tid, _tgid, fields in life[OWN:]:
+                if name == EXEC:
+                    exec_image(proc, ts, fields[0], SOURCE_TRACE)
+                else:
+                    renamed(proc, fields[1])
+            proc.exited = True
+            proc.exit_ns = life[EXIT_NS]
+            self.recently_exited[pid] = proc  # in place: its rank among the recent exits stays
+        return proc
 
     def process_of(self, tid, tgid=None, ts=None):
         """The current incarnation for a thread; an 'unseen' placeholder when nothing is known of it."""
@@ -290,17 +407,9 @@ class Lineage:
             old.notes.append("its exit was not seen; pid %d was reused by a fork at boot+%.6fs" % (child, ts / 1e9))
             self._forget(old)
         # new_process() inline: this runs once per fork of the whole host.
-        proc = Process(_new_key(ProcessKey, (child, ts, next(self.serials))), parent, parent.comm, parent.exe,
-                       source, ts)
+        proc = forked_process(child, ts, next(self.serials), parent, parent, source)
         parent.live_children += 1
         self.by_pid[child] = proc
-        proc.argv = parent.argv
-        proc.uid = parent.uid
-        proc.rlimits, proc.rlimits_from = parent.rlimits, parent.rlimits_from
-        proc.cgroup = parent.cgroup
-        proc.memory_cgroup = parent.memory_cgroup
-        proc.facts_from = {"comm": SOURCE_INHERITED, "exe": SOURCE_INHERITED, "argv": SOURCE_INHERITED,
-                           "uid": SOURCE_INHERITED}  # IMAGE_FACTS; a literal, as this runs once per fork
         return proc
 
     @staticmethod
@@ -334,35 +443,11 @@ class Lineage:
     def exec(self, ts, pid, filename, source=SOURCE_TRACE, comm=None, argv=None):
         """pid exec'd filename at ts; returns the process."""
         proc = self.process_of(pid, pid, ts)
-        proc.exe = filename
-        if proc.exec_times is None:
-            proc.exec_times = [ts]
-        else:
-            proc.exec_times.append(ts)
-        if comm is None:
-            # The kernel names the task after the last path component of the exec'd file, cut to 15 bytes.
-            base = filename.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[:15]
-            # 92 is a backslash: without one, decode_name's own fast path, inline (this runs once per exec).
-            comm = base.decode("utf-8", "backslashreplace") if 92 not in base \
-                else decode_name(filename.rsplit("/", 1)[-1], limit=15)
-        proc.comm = comm
-        proc.argv = argv
-        proc.facts_from = dict(proc.facts_from, comm=source, exe=source, argv=source if argv is not None else None)
+        exec_image(proc, ts, filename, source, comm, argv)
         return proc
 
     def _on_rename(self, ts, tid, tgid, fields):
-        _tid, candidates = fields
-        proc = self.process_of(tid, tgid, ts)
-        if len(candidates) == 1:
-            proc.comm = decode_name(candidates[0][1])
-        else:
-            matching = [new for old, new in candidates if decode_name(old) == proc.comm]
-            if len(matching) == 1:
-                proc.comm = decode_name(matching[0])
-            else:
-                proc.notes.append("a rename to one of %r could not be told apart"
-                                  % [decode_name(new) for _old, new in candidates])
-        proc.facts_from["comm"] = SOURCE_TRACE
+        renamed(self.process_of(tid, tgid, ts), fields[1])
 
     def _on_exit(self, ts, tid, tgid, fields):
         _comm, _tid, group_dead = fields
@@ -451,7 +536,7 @@ class Lineage:
         if sig not in self.signals:
             return
         victim_tgid = self.thread_group.get(target_tid, target_tid)
-        victim = self.by_pid.get(victim_tgid) or self.recently_exited.get(victim_tgid) \
+        victim = self.by_pid.get(victim_tgid) or self.exited_process(victim_tgid) \
             or self.process_of(target_tid, victim_tgid, ts)
         fold_key = (victim.key, sig)
         previous = self._last_kill.get(fold_key)

@@ -135,11 +135,16 @@ def _fork(fmt):
 
 
 def _exec(fmt):
-    unpack, string_at = layout(fmt, ("filename", "pid", "old_pid")).unpack_from, _string_at(fmt, "filename")
+    unpack = layout(fmt, ("filename", "pid", "old_pid")).unpack_from
+    offset, _size, _signed, kind = fmt.need("filename")[0]
+    relative = offset + 4 if kind == "rel_loc" else 0
 
     def decode(page, data):
+        # _string_at() and decode_name()'s fast path, inline: this runs once per exec of the whole host.
         loc, pid, old_pid = unpack(page, data)
-        return decode_name(string_at(page, data, loc)), pid, old_pid
+        start = data + relative + (loc & 0xFFFF)
+        name = page[start:start + (loc >> 16)].partition(b"\0")[0]
+        return (name.decode("utf-8", "backslashreplace") if 92 not in name else decode_name(name)), pid, old_pid
     return decode
 
 
@@ -268,7 +273,7 @@ def load_decoders(instance_dir):
             raise RawFormatError("%s/%s is enabled and has no decoder" % (system, name))
         with open(os.path.join(instance_dir, "events", system, name, "format")) as handle:
             fmt = EventFormat.parse(name, handle.read())
-        decoders[fmt.id] = (name, decoder_for(name, fmt))
+        decoders[fmt.id] = (sys.intern(name), decoder_for(name, fmt))  # the very str the lineage compares with
     return decoders
 
 
