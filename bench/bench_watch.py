@@ -6,6 +6,7 @@
     .venv/bin/python bench/bench_watch.py collect [--rate 1000] [--seconds 180] [--pairs 5]
     .venv/bin/python bench/bench_watch.py argv    [--runs 200]
     .venv/bin/python bench/bench_watch.py readers [--rate 3000] [--seconds 15] [--pairs 5]
+    .venv/bin/python bench/bench_watch.py versions --baseline DIR [--rate 3000] [--seconds 12] [--pairs 5]
 
 sources: arms a plain instance (no drain), runs the load, then reads the buffer through trace_pipe (text,
   parsed by sigsleuth_trace_parser) and, after the same load again, through the per-CPU trace_pipe_raw (binary
@@ -18,6 +19,8 @@ collect: arms two instances at once, one watched and one not, runs the load once
   sigsleuth_collect.collect() call itself, in this process) on each, alternately, --pairs times: medians.
 readers: the drain with each reader (trace_pipe text, trace_pipe_raw binary) under the same load, paired and
   alternated --pairs times: its CPU % of one core and microseconds per event, medians and ratios.
+versions: this checkout's binary drain against another checkout's (--baseline DIR, e.g. a git worktree of an
+  older commit), alternated under the same load on one armed instance, --pairs times: medians and new/old.
 argv: how often the drain catches the argv of a shell living 50 ms and 500 ms (sh -c 'sleep 0.05').
 
 The load is os.posix_spawn of /bin/true (a vfork+exec) from two paced spawner processes. It arms this machine:
@@ -309,6 +312,56 @@ def bench_readers(args):
         ", ".join("%d/%d" % (p["text"][3], p["raw"][3]) for p in rows), args.rate, args.seconds))
 
 
+# ---------------------------------------------------------------- two versions of the drain, paired
+
+_DRAIN_ONCE = """
+import json, sys
+config, rate, seconds = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+sys.argv = ["bench_watch"]
+sys.path.insert(0, "bench")
+import bench_watch
+print(json.dumps(bench_watch.drain_run(config, "raw", rate, seconds)))
+"""
+
+
+def drain_of(checkout, config, rate, seconds):
+    """drain_run() of another checkout (its own modules, in a process of its own) on the armed instance."""
+    proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-c", _DRAIN_ONCE, json.dumps(config),
+                           str(rate), str(seconds)], cwd=checkout, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit("the drain of %s failed:\n%s" % (checkout, proc.stderr[-3000:]))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_versions(args):
+    """This checkout's binary drain against --baseline's (another checkout, e.g. a git worktree of an older
+    commit), alternately under the same load on one armed instance: CPU %, us per event, new/old."""
+    if not args.baseline or not os.path.isfile(os.path.join(args.baseline, "bench", "bench_watch.py")):
+        sys.exit("versions needs --baseline DIR: a checkout with bench/bench_watch.py (git worktree add DIR REV)")
+    config = setup("versions", False)
+    playbook("arm.yml", config)
+    rows = []
+    try:
+        for number in range(args.pairs):
+            order = (("new", ROOT), ("old", args.baseline)) if number % 2 == 0 else \
+                (("old", args.baseline), ("new", ROOT))
+            rows.append({name: drain_of(checkout, config, args.rate, args.seconds) for name, checkout in order})
+    finally:
+        playbook("disarm.yml", config)
+    print("| pair | old CPU % | new CPU % | new/old | old us/event | new us/event | fork+exec old/new |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for number, pair in enumerate(rows, 1):
+        old, new = pair["old"], pair["new"]
+        print("| %d | %.1f | %.1f | %.2f | %.2f | %.2f | %d/%d |" % (
+            number, old[0], new[0], new[0] / max(old[0], 1e-9), old[1], new[1], old[3], new[3]))
+    median = statistics.median
+    print("| median | %.1f | %.1f | %.2f | %.2f | %.2f | |" % (
+        median(p["old"][0] for p in rows), median(p["new"][0] for p in rows),
+        median(p["new"][0] / max(p["old"][0], 1e-9) for p in rows), median(p["old"][1] for p in rows),
+        median(p["new"][1] for p in rows)))
+    print("rate asked %d/s for %d s; baseline %s" % (args.rate, args.seconds, args.baseline))
+
+
 # ---------------------------------------------------------------- collect time
 
 def timed_collect(state_dir):
@@ -377,17 +430,18 @@ def main():
         spawner(float(sys.argv[2]), float(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["sources", "load", "collect", "argv", "readers"])
+    parser.add_argument("mode", choices=["sources", "load", "collect", "argv", "readers", "versions"])
     parser.add_argument("--rate", type=int, default=3000)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--baseline", help="versions: the other checkout whose drain is paired with this one")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_watch arms this machine: run it as root")
     with armed_lock():
         {"sources": bench_sources, "load": bench_load, "collect": bench_collect, "argv": bench_argv,
-         "readers": bench_readers}[args.mode](args)
+         "readers": bench_readers, "versions": bench_versions}[args.mode](args)
 
 
 if __name__ == "__main__":
