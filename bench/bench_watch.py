@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_watch.py sources [--rate 3000] [--seconds 10]
     .venv/bin/python bench/bench_watch.py load    [--rate 3000] [--seconds 60]
     .venv/bin/python bench/bench_watch.py collect [--rate 1000] [--seconds 180] [--pairs 5]
-    .venv/bin/python bench/bench_watch.py argv    [--runs 200]
+    .venv/bin/python bench/bench_watch.py argv    [--runs 200] [--load 3000]
     .venv/bin/python bench/bench_watch.py readers [--rate 3000] [--seconds 15] [--pairs 5]
     .venv/bin/python bench/bench_watch.py versions --baseline DIR [--rate 3000] [--seconds 12] [--pairs 5]
 
@@ -21,7 +21,8 @@ readers: the drain with each reader (trace_pipe text, trace_pipe_raw binary) und
   alternated --pairs times: its CPU % of one core and microseconds per event, medians and ratios.
 versions: this checkout's binary drain against another checkout's (--baseline DIR, e.g. a git worktree of an
   older commit), alternated under the same load on one armed instance, --pairs times: medians and new/old.
-argv: how often the drain catches the argv of a shell living 50 ms and 500 ms (sh -c 'sleep 0.05').
+argv: how often the drain catches the argv of a shell living 50 ms and 500 ms (sh -c 'sleep 0.05'), with
+  --load fork+exec/s of load meanwhile (where the drain passes every 50 ms instead of 20).
 
 The load is os.posix_spawn of /bin/true (a vfork+exec) from two paced spawner processes. It arms this machine:
 run as root; it holds /run/sigsleuth-test.lock, as the tests do, and disarms at the end.
@@ -403,6 +404,7 @@ def bench_argv(args):
     kept its argv (the record's sender is the shell, with argv_from proc_after_exec)."""
     config = setup("argv", True)
     playbook("arm.yml", config)
+    load = start_load(args.load, 3600) if args.load else []
     try:
         shells = {}
         for life in (0.05, 0.5):
@@ -414,9 +416,16 @@ def bench_argv(args):
                     proc.wait()
                 shells[life].extend(proc.pid for proc in procs)
         time.sleep(1.0)
+        for proc in load:
+            proc.terminate()
+        finish_load(load)
         report = collect(config["sigsleuth_state_dir"])
     finally:
+        for proc in load:
+            proc.kill()
         playbook("disarm.yml", config)
+    if args.load:
+        print("under a load of %d fork+exec/s" % args.load)
     senders = {kill["sender"]["pid"]: kill["sender"] for kill in report["kills"] if kill.get("sender")}
     print("| shell lives | shells | argv caught (proc_after_exec) | rate |")
     print("| --- | --- | --- | --- |")
@@ -435,6 +444,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--load", type=int, default=0, help="argv: fork+exec/s of load meanwhile (default none)")
     parser.add_argument("--baseline", help="versions: the other checkout whose drain is paired with this one")
     args = parser.parse_args()
     if os.geteuid() != 0:

@@ -262,3 +262,13 @@ def test_the_drain_runs_its_collector_after_a_flush_at_most_once_per_interval(tm
     clock[0] += 2.0
     drain.flush()
     assert len(runs) == 2
+
+
+def test_passes_come_less_often_on_a_busy_host():
+    drain = Drain(Lineage([9]), TraceStats(), None, "", 0, {})
+    drain.pass_events = 40  # 2,000 events/s at one pass every 20 ms
+    assert drain.pass_pause() == 0.02
+    drain.pass_events = 240  # 3,000 fork+exec/s
+    assert drain.pass_pause() == 0.05
+    drain.batch_s = 0  # the tests' drains never wait
+    assert drain.pass_pause() == 0
