@@ -24,7 +24,7 @@ from ansible.module_utils.sigsleuth_state import atomic_write
 from ansible.module_utils.sigsleuth_trace_parser import TraceStats
 
 CHECKPOINT_FORMAT = 1
-RECENT_KEPT = 256
+RECENT_KEPT = 64  # recent exits (and exited threads) a checkpoint keeps: each is written whole, every flush
 RESTART_NOTE = ("the watch drain restarted from its checkpoint around this send: syscall evidence in flight at "
                 "the restart was not kept")
 _PROCESS_PLAIN = ("comm", "exe", "argv", "uid", "exit_ns", "exited", "source", "known_since_ns", "live_children",
