@@ -116,9 +116,9 @@ def start(state_dir, sections, restarts, flush_interval):
         wakeup = drain.install_signals()
         drain.flush()
         # What exists now (modules, the restored lineage) lives as long as the drain: the collector never
-        # walks it again. Events are freed by reference counting, so the collector runs only after a flush
-        # (at most once per flush interval), never counting the allocations of every event (measured: a
-        # tenth of the drain's instructions at the default thresholds, 3 % at 100,000 allocations).
+        # walks it again. Events are freed by reference counting, so the collector runs only after a flush,
+        # once a minute (sigsleuth_drain.COLLECT_INTERVAL_S), never counting the allocations of every event
+        # (measured: a tenth of the drain's instructions at the default thresholds, 3 % at 100,000).
         gc.freeze()
         gc.disable()
         drain.collect_garbage = gc.collect

@@ -249,19 +249,18 @@ def test_the_drain_falls_back_to_text_and_says_why(tmp_path):
     reader.close()
 
 
-def test_the_drain_runs_its_collector_after_a_flush_at_most_once_per_interval(tmp_path, monkeypatch):
+def test_the_drain_runs_its_collector_after_a_flush_once_a_minute(tmp_path, monkeypatch):
+    from ansible.module_utils.sigsleuth_drain import COLLECT_INTERVAL_S
+    clock = [100.0]
+    monkeypatch.setattr("ansible.module_utils.sigsleuth_drain.time.monotonic", lambda: clock[0])
     files = WatchFiles(str(tmp_path))
     drain = Drain(Lineage([9]), TraceStats(), files, str(tmp_path), 0, {"pid": os.getpid()}, flush_interval=2.0)
     runs = []
-    drain.collect_garbage = lambda: runs.append(1)
-    clock = [100.0]
-    monkeypatch.setattr("ansible.module_utils.sigsleuth_drain.time.monotonic", lambda: clock[0])
-    drain.flush()
-    drain.flush()  # a kill's flush right after: the collector waits for the interval
-    assert len(runs) == 1
-    clock[0] += 2.0
-    drain.flush()
-    assert len(runs) == 2
+    drain.collect_garbage = lambda: runs.append(clock[0])
+    for _ in range(int(2 * COLLECT_INTERVAL_S / 2.0) + 1):
+        drain.flush()
+        clock[0] += 2.0
+    assert runs == [100.0 + COLLECT_INTERVAL_S, 100.0 + 2 * COLLECT_INTERVAL_S]
 
 
 def test_passes_come_less_often_on_a_busy_host():
