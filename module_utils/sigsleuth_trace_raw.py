@@ -32,6 +32,7 @@ from ansible.module_utils.sigsleuth_trace_parser import (
     CGROUP_ATTACH, EXEC, EXIT, FORK, MARK_VICTIM, NEWTASK, PAYLOAD_PARSERS, RENAME, SIGNAL_GENERATE,
     signed_syscall_arg,
 )
+from ansible.module_utils.sigsleuth_tracefs import format_fields
 from ansible.module_utils.sigsleuth_vocabulary import decode_name
 
 COMMIT_MASK = (1 << 27) - 1
@@ -46,8 +47,6 @@ CLOCK = "boot"  # the trace clock a pass's start is read in (CLOCK_BOOTTIME): wh
 READER_RAW, READER_TEXT = "trace_pipe_raw", "trace_pipe"
 _TS = operator.itemgetter(1)
 
-_FIELD = re.compile(r"field:(?P<decl>[^;]*?)\s*(?P<name>\w+)(?:\[(?P<len>\d*)\])?;\s*offset:(?P<offset>\d+);"
-                    r"\s*size:(?P<size>\d+);\s*signed:(?P<signed>\d);")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _COMMON = struct.Struct("<H2xi")  # common_type, (flags, preempt_count), common_pid
@@ -70,20 +69,17 @@ class EventFormat:
     @classmethod
     def parse(cls, name, text):
         event_id = None
-        fields = {}
         for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("ID:"):
-                event_id = int(line[3:])
-                continue
-            match = _FIELD.match(line)
-            if match is None:
-                continue
-            decl = match.group("decl")
+            if line.strip().startswith("ID:"):
+                event_id = int(line.strip()[3:])
+        fields = {}
+        for field in format_fields(text):
+            if field.offset is None or field.size is None or field.signed is None:
+                continue  # never in a kernel's format: not guessed at
+            decl = field.decl
             kind = "rel_loc" if "__rel_loc" in decl else "data_loc" if "__data_loc" in decl \
-                else "chars" if match.group("len") is not None and "char" in decl else "int"
-            fields[match.group("name")] = (int(match.group("offset")), int(match.group("size")),
-                                           match.group("signed") == "1", kind)
+                else "chars" if field.length is not None and "char" in decl else "int"
+            fields[field.name] = (field.offset, field.size, field.signed == 1, kind)
         if event_id is None:
             raise RawFormatError("%s: no ID in its format" % name)
         return cls(name, event_id, fields)
@@ -286,9 +282,7 @@ def check_layout(tracefs_root, instance_dir):
             event = handle.read()
     except OSError as exc:
         raise RawFormatError("the ring buffer's headers cannot be read: %s" % exc)
-    fields = {m.group("name"): (int(m.group("offset")), int(m.group("size")))
-              for m in re.finditer(r"field: [^;]*?(?P<name>\w+);\s*offset:(?P<offset>\d+);\s*size:(?P<size>\d+);",
-                                   page)}
+    fields = {field.name: (field.offset, field.size) for field in format_fields(page)}
     if fields.get("timestamp") != (0, 8) or fields.get("commit") != (8, 8) or fields.get("data", (0,))[0] != 16:
         raise RawFormatError("the ring buffer's page header is not the 64-bit one: %r" % fields)
     if not re.search(r"type_len\s*:\s*5 bits", event) or not re.search(r"time_delta\s*:\s*27 bits", event):

@@ -10,6 +10,7 @@ making it.
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import re
@@ -216,22 +217,29 @@ def remove_instance(path):
 
 # ---------------------------------------------------------------- events
 
-def _format_fields(format_text):
-    """Field names declared in an event's format file."""
-    names = []
+# One "field:" line of a format file (an event's, or the ring buffer's header_page): the declaration, the name
+# (an array's length apart), then offset, size and signedness where the line gives them.
+_FORMAT_FIELD = re.compile(r"field:(?P<decl>[^;]*?)\s*(?P<name>\w+)(?:\[(?P<length>\d*)\])?;"
+                           r"(?:\s*offset:(?P<offset>\d+);)?(?:\s*size:(?P<size>\d+);)?(?:\s*signed:(?P<signed>\d);)?")
+FormatField = collections.namedtuple("FormatField", "name decl length offset size signed")
+
+
+def format_fields(format_text):
+    """The fields a format file declares, in order: FormatField(name, declaration, array length (None for no
+    array, "" for []), offset, size, signed (ints, or None where the line does not give them))."""
+    fields = []
     for line in format_text.splitlines():
-        line = line.strip()
-        if not line.startswith("field:"):
+        match = _FORMAT_FIELD.match(line.strip())
+        if match is None:
             continue
-        declaration = line[len("field:"):].split(";", 1)[0].strip()
-        name = declaration.split()[-1] if declaration else ""
-        names.append(name.split("[", 1)[0])
-    return names
+        number = [None if match.group(key) is None else int(match.group(key)) for key in ("offset", "size", "signed")]
+        fields.append(FormatField(match.group("name"), match.group("decl"), match.group("length"), *number))
+    return fields
 
 
 def signal_field(format_text):
     """Name of the field that holds the signal number, or None."""
-    fields = _format_fields(format_text)
+    fields = [field.name for field in format_fields(format_text)]
     for name in SIGNAL_FIELD_NAMES:
         if name in fields:
             return name
