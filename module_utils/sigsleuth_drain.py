@@ -32,7 +32,7 @@ from ansible.module_utils.sigsleuth_clock import Clock
 from ansible.module_utils.sigsleuth_report import ARGV_FROM_PROC
 from ansible.module_utils.sigsleuth_procfs import NS_PER_TICK, START_TOLERANCE_NS, read_cgroups
 from ansible.module_utils.sigsleuth_state import atomic_write
-from ansible.module_utils.sigsleuth_trace_parser import EXEC, iter_events
+from ansible.module_utils.sigsleuth_trace_parser import iter_events
 from ansible.module_utils.sigsleuth_trace_raw import HOLD_BACK_NS
 from ansible.module_utils.sigsleuth_tracefs import read_loss_counters
 from ansible.module_utils.sigsleuth_vocabulary import PROC, decode_name, signal_name
@@ -206,7 +206,7 @@ class Drain:
         self.last_flush = 0.0
         self.argv_caught = status.get("argv_caught", 0)
         self.argv_missed = status.get("argv_missed", 0)
-        self.pending_execs = []  # processes seen exec'ing, followed up after the read is fed
+        self.pending_execs = lineage.execs_seen = []  # processes seen exec'ing, followed up once the read is fed
         self.collect_garbage = None  # the cycle collector, when the drain runs it itself (after a flush)
         self.last_collect = time.monotonic()
 
@@ -235,15 +235,9 @@ class Drain:
     def run(self, pipe_fd, wakeup_fd):
         """Feed everything trace_pipe yields until SIGTERM; then flush once more."""
         feed = self.lineage.feed
-        by_pid = self.lineage.by_pid
-        pending = self.pending_execs
         reader = PipeReader(self, pipe_fd, wakeup_fd)
         for event in iter_events(reader, self.stats, chunk_size=READ_SIZE):
             feed(event)
-            if event[0] == EXEC:
-                proc = by_pid.get(event[5][1])
-                if proc is not None:
-                    pending.append(proc)
         self.follow_execs()
         self.flush(final=True)
 
@@ -289,16 +283,7 @@ class Drain:
         events, pages = reader.read_pass(everything)
         self.pass_events = len(events)
         if events:
-            self.lineage.feed_all(events)
-            by_pid = self.lineage.by_pid
-            for event in events:
-                if event[0] == EXEC:
-                    # The process that exec'd then, if it is still the one under that pid.
-                    proc = by_pid.get(event[5][1])
-                    if proc is not None and proc.exec_times and proc.exec_times[-1] == event[1]:
-                        self.pending_execs.append(proc)
-                    else:
-                        self.argv_missed += 1
+            self.lineage.feed_all(events)  # its execs: in pending_execs, or counted in execs_folded
             self.follow_execs()
         return pages
 
@@ -312,14 +297,22 @@ class Drain:
 
     def follow_execs(self):
         """argv (and cgroup) of the processes seen exec'ing since the last read, once that read is fed: one
-        whose exit came in the same read is gone already, and is not looked for."""
+        whose exit came in the same read is gone already, and is not looked for; one that exec'd twice is looked
+        for once, for what it runs now. Every exec counts, caught or missed (a short life's too)."""
+        pending = self.pending_execs
         caught = 0
-        for proc in self.pending_execs:
-            if not proc.exited and read_after_exec(proc, self.proc_root):
-                caught += 1
+        if pending:
+            followed = set()
+            for proc in pending:
+                if not proc.exited and proc not in followed:
+                    followed.add(proc)
+                    if read_after_exec(proc, self.proc_root):
+                        caught += 1
+        lineage = self.lineage
         self.argv_caught += caught
-        self.argv_missed += len(self.pending_execs) - caught
-        self.pending_execs.clear()
+        self.argv_missed += len(pending) - caught + lineage.execs_folded
+        lineage.execs_folded = 0
+        pending.clear()
 
     def wait_ms(self):
         """How long to wait for the trace before the next flush is due (sooner with a kill not yet saved)."""

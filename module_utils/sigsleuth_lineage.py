@@ -193,6 +193,10 @@ class Lineage:
         self._last_kill = {}      # (victim key, signal) -> Kill, to fold repeated sends
         self.recently_exited = {}  # pid -> exited Process, the newest few: a zombie holds its pid
         self.exited_tids = {}  # tid -> ts of its exit, the newest few: a parent death comes next
+        # For the drain, which reads argv in /proc after an exec: when a list, every process the trace shows
+        # exec'ing is appended to it, and execs_folded counts the execs of short lives (gone already).
+        self.execs_seen = None
+        self.execs_folded = 0
         self._handlers = {
             FORK: self._on_fork,
             EXEC: self._on_exec,
@@ -295,6 +299,8 @@ class Lineage:
                     self._short_life_ended(lives.pop(tid), ts)
                 else:
                     lives[tid].append(event)  # its exec or rename
+                    if name == EXEC:
+                        self.execs_folded += 1
                 continue
             if name == FORK and fields[1] in folding:
                 life = self._short_life_begun(ts, fields[0], fields[1])
@@ -438,7 +444,9 @@ class Lineage:
         filename, pid, old_pid = fields
         if old_pid != pid:
             self.thread_group.pop(old_pid, None)  # a non-leader thread exec'd and took over the leader's pid
-        self.exec(ts, pid, filename)
+        proc = self.exec(ts, pid, filename)
+        if self.execs_seen is not None:
+            self.execs_seen.append(proc)
 
     def exec(self, ts, pid, filename, source=SOURCE_TRACE, comm=None, argv=None):
         """pid exec'd filename at ts; returns the process."""

@@ -206,17 +206,25 @@ def fork_exec_exit(pid, ts, exit_too=True):
     return events
 
 
-def test_a_pass_follows_only_the_execs_still_there_and_counts_every_exec(tmp_path):
+def test_a_pass_follows_only_the_execs_still_there_and_counts_every_exec(tmp_path, monkeypatch):
     files = WatchFiles(str(tmp_path))
     lineage = Lineage([9])
     drain = Drain(lineage, TraceStats(), files, str(tmp_path), 0, {}, proc_root=str(tmp_path / "no-proc"))
     followed = []
-    drain.follow_execs = lambda: (followed.extend(p.pid for p in drain.pending_execs), drain.pending_execs.clear())
+    monkeypatch.setattr("ansible.module_utils.sigsleuth_drain.read_after_exec",
+                        lambda proc, _root: followed.append((proc.pid, proc.exe)) or True)
+    earlier = [("sched_process_fork", 500, 0, 1, None, (1, 12))]
     batch = fork_exec_exit(10, 1_000) + fork_exec_exit(11, 2_000, exit_too=False) \
-        + [("sched_process_exec", 3_000, 0, 11, None, ("/bin/sh", 11, 11))]
-    drain.feed_pass(ScriptedReader([batch], now=10 ** 12))
-    # 10 is gone, 11's first exec is not its last: one look-up, for the exec that is still what 11 runs.
-    assert followed == [11] and drain.argv_missed == 2
+        + [("sched_process_exec", 3_000, 0, 11, None, ("/bin/sh", 11, 11)),
+           ("sched_process_exec", 4_000, 0, 12, None, ("/bin/true", 12, 12)),
+           ("sched_process_exit", 5_000, 0, 12, None, (b"true", 12, True))]
+    reader = ScriptedReader([earlier, batch], now=10 ** 12)
+    drain.feed_pass(reader)
+    drain.feed_pass(reader)
+    # 10 is a short life of the pass, 12 (forked in the pass before) exited in it too, 11's first exec is not
+    # its last: one look-up, for what 11 runs now; all four execs are counted.
+    assert followed == [(11, "/bin/sh")]
+    assert drain.argv_caught == 1 and drain.argv_missed == 3
 
 
 def test_a_flush_request_feeds_everything_written_before_it(tmp_path, monkeypatch):
