@@ -5,8 +5,10 @@
 
 Reading the binary pages spares the kernel formatting every event as text (system time charged to the
 reader) and the parser matching that text; each event is decoded at the offsets its ``format`` file gives,
-into exactly the tuple ``sigsleuth_trace_parser`` makes of its text line, so the lineage cannot tell the two
-apart. Names come out as the bytes the kernel stored, never split by a newline they hold.
+into the tuple ``sigsleuth_trace_parser`` makes of its text line, so the lineage cannot tell the two apart;
+only the names the lineage never reads from a binary record are None (an exit's comm, a rename's old name:
+skipping them is a tenth of the decoding). Names come out as the bytes the kernel stored, never split by a
+newline they hold.
 
 A page (sub-buffer) is a header - its timestamp (u64) and ``commit`` (the data length in the low 27 bits,
 bit 31 "events were lost before this page", bit 30 "their count is stored after the data") - and events,
@@ -145,18 +147,15 @@ def _exec(fmt):
 
 
 def _exit(fmt):
+    # (None, pid, group_dead): the exiting task's comm is not read (the lineage knows the process's own).
     if "group_dead" not in fmt.fields:
-        unpack = layout(fmt, ("comm", "pid")).unpack_from
-
-        def decode_old(page, data):
-            comm, pid = unpack(page, data)
-            return comm.partition(b"\0")[0], pid, None
-        return decode_old
-    unpack = layout(fmt, ("comm", "pid", "group_dead")).unpack_from
+        unpack_pid = layout(fmt, ("pid",)).unpack_from
+        return lambda page, data: (None, unpack_pid(page, data)[0], None)
+    unpack = layout(fmt, ("pid", "group_dead")).unpack_from
 
     def decode(page, data):
-        comm, pid, dead = unpack(page, data)
-        return comm.partition(b"\0")[0], pid, dead != 0
+        pid, dead = unpack(page, data)
+        return None, pid, dead != 0
     return decode
 
 
@@ -170,12 +169,13 @@ def _newtask(fmt):
 
 
 def _rename(fmt):
-    # In binary the two names are separate fields: never ambiguous, one candidate.
-    unpack = layout(fmt, ("pid", "oldcomm", "newcomm")).unpack_from
+    # In binary the two names are separate fields: never ambiguous, one candidate, whose old name is not read
+    # (None; the text needs it only to choose among several readings of one line).
+    unpack = layout(fmt, ("pid", "newcomm")).unpack_from
 
     def decode(page, data):
-        pid, old, new = unpack(page, data)
-        return pid, ((old.partition(b"\0")[0], new.partition(b"\0")[0]),)
+        pid, new = unpack(page, data)
+        return pid, ((None, new.partition(b"\0")[0]),)
     return decode
 
 

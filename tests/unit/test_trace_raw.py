@@ -174,9 +174,13 @@ def text_events(path):
 
 
 def comparable(event):
+    """An event as the lineage reads it: binary records leave out (None) an exit's comm and a rename's old name,
+    and the text's one reading of a rename is its first."""
     name, ts, cpu, tid, _tgid, fields = event
     if name == "task_rename":
-        fields = (fields[0], fields[1][:1])
+        fields = (fields[0], ((None, fields[1][0][1]),))
+    elif name == "sched_process_exit":
+        fields = (None,) + tuple(fields[1:])
     return name, ts, cpu, tid, fields
 
 
@@ -228,6 +232,26 @@ def test_the_lineage_fed_binary_names_the_same_senders_as_fed_text(tmp_path):
         [(k.victim.pid, k.sender.pid if k.sender else None, k.mechanism) for k in from_text.kills]
 
 
+@pytest.mark.parametrize("path", TRACES, ids=os.path.basename)
+def test_the_names_binary_records_leave_out_are_never_missed(path, tmp_path):
+    """An exit's comm and a rename's old name are None in binary: the lineage ends with the same names as fed
+    the text's events (without their thread group ids, which binary records do not carry either)."""
+    expected = encodable(text_events(path))
+    decoded, _stats = read_all(binary_instance(tmp_path, expected), str(tmp_path))
+    assert any(event[0] in ("sched_process_exit", "task_rename") for event in decoded)
+    from_text, from_raw = (Lineage([9, 15, 2], precision="syscall", opens_traced=True) for _ in range(2))
+    for event in expected:
+        from_text.feed(event[:4] + (None,) + event[5:])
+    for event in decoded:
+        from_raw.feed(event)
+
+    def names(lineage):
+        return ({pid: (proc.comm, proc.exe, proc.exited) for pid, proc in lineage.by_pid.items()},
+                [(kill.sender_at_kill.comm if kill.sender_at_kill else None,
+                  [ancestor.comm for ancestor in kill.ancestry]) for kill in lineage.kills])
+    assert names(from_raw) == names(from_text)
+
+
 def hostile(tmp_path, names):
     events = []
     for number, name in enumerate(names):
@@ -245,7 +269,7 @@ def test_names_are_their_bytes_whatever_they_hold(tmp_path):
     decoded = hostile(tmp_path, names)
     renames = [event for event in decoded if event[0] == "task_rename"]
     execs = [event for event in decoded if event[0] == "sched_process_exec"]
-    assert [event[5][1] for event in renames] == [((b"sh", name),) for name in names]
+    assert [event[5][1] for event in renames] == [((None, name),) for name in names]
     assert [event[5][1] for event in execs] == [100 + number for number in range(len(names))]
     assert execs[0][5][0] == "/tmp/a\nb pid=1 pid=1 old_pid=1" and execs[2][5][0] == "/tmp/\\xff\\xfe pid=1 old_pid=1"
 
@@ -329,7 +353,7 @@ def test_a_torn_page_is_counted_and_the_rest_still_read(tmp_path):
     (lambda instance, root: _rewrite(os.path.join(root, "events", "header_event"), "27 bits", "29 bits"),
      "event header"),
     (lambda instance, root: _rewrite(os.path.join(instance, "events", "task", "task_rename", "format"),
-                                     "offset:12;", "offset:14;"), "one struct"),
+                                     "offset:28;", "offset:10;"), "one struct"),
 ])
 def test_a_layout_it_does_not_know_is_refused_with_the_reason(tmp_path, change, reason):
     instance = fake_instance(tmp_path, {0: []})
