@@ -21,7 +21,7 @@ from ansible.module_utils.sigsleuth_attribution import (
 )
 from ansible.module_utils.sigsleuth_procfs import START_TOLERANCE_NS
 from ansible.module_utils.sigsleuth_short_lives import (
-    EXIT_NS, IMAGE, OWN, PARENT, PID, SERIAL, START_NS, ParentImage, is_short_life, short_lives,
+    EXIT_NS, IMAGE, LIFECYCLE, OWN, PARENT, PID, SERIAL, START_NS, ParentImage, is_short_life,
 )
 from ansible.module_utils.sigsleuth_trace_parser import (
     CGROUP_ATTACH, EXEC, EXIT, FORK, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
@@ -278,38 +278,85 @@ class Lineage:
             handler(ts, tid, tgid, fields)
 
     def feed_all(self, events):
-        """feed() each event of a read pass in turn, the pass's short lives (sigsleuth_short_lives) each in
-        one step: the drain's loop, with the look-ups bound once per pass."""
+        """feed() each event of a read pass in turn, short lives (sigsleuth_short_lives) each in one step: the
+        drain's loop, with the look-ups bound once per pass.
+
+        A fork starts a short life's record; its rename and exec join it, its exit ends it among the recent
+        exits. Anything else that touches it while it runs - a child or thread of its, a thread's exec or exit
+        in its group, an event that names its pid, any event but a fork, exec, exit, rename or newtask, a
+        thread group id - and the end of the pass make it its Process first (`_unfold`), as if fed one event
+        at a time from its fork."""
         handlers = self._handlers
         thread_group = self.thread_group
-        folding = short_lives(events, thread_group)
-        if not folding:
-            for name, ts, _cpu, tid, tgid, fields in events:
-                if tgid is not None and tgid != tid and thread_group.get(tid) != tgid:
-                    self._learn_thread(tid, tgid)
-                handler = handlers.get(name)
-                if handler is not None:
-                    handler(ts, tid, tgid, fields)
-            return
-        lives = {}  # pid -> its short life's record, from its fork to its exit
-        for event in events:  # no thread group ids: short_lives() folds nothing otherwise
+        lives = {}  # pid -> the record of a short life begun in this pass that has not ended
+        for event in events:
             name, ts, _cpu, tid, tgid, fields = event
-            if tid in lives:
-                if name == EXIT:
-                    self._short_life_ended(lives.pop(tid), ts)
+            if lives:
+                if tid in lives:
+                    if name == RENAME or (name == EXEC and fields[1] == tid and fields[2] == tid):
+                        lives[tid].append(event)
+                        if name == EXEC:
+                            self.execs_folded += 1
+                        continue
+                    if name == EXIT and fields[2] is not False and tgid is None:
+                        self._short_life_ended(lives.pop(tid), ts)
+                        continue
+                    self._unfold(lives, tid)  # a parent, a thread's exec, a thread group id: a Process now
+                if tgid is not None or name not in LIFECYCLE:
+                    self._unfold_all(lives)  # a send, a cgroup move, a syscall: what it reads is all there
                 else:
-                    lives[tid].append(event)  # its exec or rename
-                    if name == EXEC:
-                        self.execs_folded += 1
-                continue
-            if name == FORK and fields[1] in folding:
+                    owner = thread_group.get(tid)
+                    if owner in lives:
+                        self._unfold(lives, owner)
+                    if name == FORK:
+                        parent_tid, child = fields
+                        if parent_tid in lives:
+                            self._unfold(lives, parent_tid)
+                        if child in lives:
+                            self._unfold(lives, child)  # forked again: its exit was not seen
+                    elif name == EXEC:
+                        if fields[1] in lives:
+                            self._unfold(lives, fields[1])
+                    elif name == NEWTASK:
+                        if fields[0] in lives:
+                            self._unfold(lives, fields[0])
+            if name == FORK and tgid is None:
                 life = self._short_life_begun(ts, fields[0], fields[1])
                 if life is not None:
                     lives[fields[1]] = life
                     continue
+            elif tgid is not None and tgid != tid and thread_group.get(tid) != tgid:
+                self._learn_thread(tid, tgid)
             handler = handlers.get(name)
             if handler is not None:
                 handler(ts, tid, tgid, fields)
+        if lives:
+            self._unfold_all(lives)  # alive at the end of the pass
+
+    def _unfold(self, lives, pid):
+        """A short life in progress made its Process, indexed as fork() and its own events would have left it."""
+        proc = self._life_process(lives.pop(pid))
+        self.by_pid[pid] = proc
+        if proc.exec_times is not None:
+            # Its execs are seen, no longer folded (one entry each, as _on_exec makes): it may still be there.
+            self.execs_folded -= len(proc.exec_times)
+            if self.execs_seen is not None:
+                self.execs_seen.extend([proc] * len(proc.exec_times))
+
+    def _unfold_all(self, lives):
+        for pid in list(lives):
+            self._unfold(lives, pid)
+
+    def _life_process(self, life):
+        """The Process a short life's record stands for (its fork and its own exec and rename events)."""
+        proc = forked_process(life[PID], life[START_NS], life[SERIAL], life[PARENT],
+                              ParentImage._make(life[IMAGE:EXIT_NS]), SOURCE_TRACE)
+        for name, ts, _cpu, _tid, _tgid, fields in life[OWN:]:
+            if name == EXEC:
+                exec_image(proc, ts, fields[0], SOURCE_TRACE)
+            else:
+                renamed(proc, fields[1])
+        return proc
 
     def _short_life_begun(self, ts, parent_tid, child):
         """fork()'s effects for a short life, or None (fed event by event) unless its parent is known, no
@@ -346,13 +393,7 @@ class Lineage:
         proc = self.recently_exited.get(pid)
         if is_short_life(proc):
             life = proc
-            proc = forked_process(life[PID], life[START_NS], life[SERIAL], life[PARENT],
-                                  ParentImage._make(life[IMAGE:EXIT_NS]), SOURCE_TRACE)
-            for name, ts, _cpu, _tid, _tgid, fields in life[OWN:]:
-                if name == EXEC:
-                    exec_image(proc, ts, fields[0], SOURCE_TRACE)
-                else:
-                    renamed(proc, fields[1])
+            proc = self._life_process(life)
             proc.exited = True
             proc.exit_ns = life[EXIT_NS]
             self.recently_exited[pid] = proc  # in place: its rank among the recent exits stays
