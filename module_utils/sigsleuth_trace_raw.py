@@ -48,6 +48,7 @@ HOLD_BACK_NS = 2_000_000
 CLOCK = "boot"  # the trace clock a pass's start is read in (CLOCK_BOOTTIME): what arm sets
 READER_RAW, READER_TEXT = "trace_pipe_raw", "trace_pipe"
 _TS = operator.itemgetter(1)
+_DATA_SIZE = (0,) + tuple(4 * type_len for type_len in range(1, DATA_MAX_TYPE_LEN + 1)) + (0,) * 3  # by type_len
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -80,7 +81,8 @@ class EventFormat:
                 continue  # never in a kernel's format: not guessed at
             decl = field.decl
             kind = "rel_loc" if "__rel_loc" in decl else "data_loc" if "__data_loc" in decl \
-                else "chars" if field.length is not None and "char" in decl else "int"
+                else "chars" if field.length is not None and "char" in decl \
+                else "bool" if decl.split()[0] == "bool" and field.size == 1 else "int"
             fields[field.name] = (field.offset, field.size, field.signed == 1, kind)
         if event_id is None:
             raise RawFormatError("%s: no ID in its format" % name)
@@ -104,6 +106,8 @@ def layout(fmt, names):
             code = "%ds" % size
         elif kind in ("data_loc", "rel_loc") and size == 4:
             code = "I"
+        elif kind == "bool":
+            code = "?"  # any byte but 0 is True, as the kernel's C bool reads
         else:
             code = _INTS.get((size, int(signed))) if kind == "int" else None
         if code is None or offset < position:
@@ -152,6 +156,8 @@ def _exit(fmt):
         unpack_pid = layout(fmt, ("pid",)).unpack_from
         return lambda page, data: (None, unpack_pid(page, data)[0], None)
     unpack = layout(fmt, ("pid", "group_dead")).unpack_from
+    if fmt.fields["group_dead"][3] == "bool":
+        return lambda page, data: (None,) + unpack(page, data)
 
     def decode(page, data):
         pid, dead = unpack(page, data)
@@ -317,25 +323,28 @@ def decode_page(page, cpu, decoders, out, stats):
     small = _SMALL_EVENT.unpack_from
     small_end = min(end, len(page) - _SMALL_EVENT.size)  # where the header and common fields fit in one read
     append = out.append
+    find = decoders.get
+    data_size = _DATA_SIZE
     offset = 16
     foreign = 0
     while offset + 4 <= end:
         if offset <= small_end:
             # The usual case, in one read: a small data event's header, common_type and common_pid.
             header, event_type, tid = small(page, offset)
-            type_len = header & 31
-            if 0 < type_len <= DATA_MAX_TYPE_LEN:
+            size = data_size[header & 31]
+            if size:
                 ts += header >> 5
                 data = offset + 4
-                offset = data + (type_len << 2)
+                offset = data + size
                 if offset > end:
                     break  # a torn event (never from the kernel): not guessed at
-                entry = decoders.get(event_type)
+                entry = find(event_type)
                 if entry is None:
                     foreign += 1
                 else:
                     append((entry[0], ts, cpu, tid, None, entry[1](page, data)))
                 continue
+            type_len = header & 31
         else:
             header = unpack_u32(page, offset)[0]
             type_len = header & 31
