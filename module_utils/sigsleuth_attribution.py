@@ -283,5 +283,12 @@ def remember(recent, key, value):
     recent.pop(key, None)
     recent[key] = value
     if len(recent) > RECENT_LIMIT + RECENT_SLACK:
+        forget_oldest(recent)
+
+
+def forget_oldest(recent):
+    """remember()'s trim, for callers that insert themselves: the oldest RECENT_SLACK go once recent holds more
+    than RECENT_LIMIT + RECENT_SLACK."""
+    if len(recent) > RECENT_LIMIT + RECENT_SLACK:
         for stale in list(itertools.islice(recent, RECENT_SLACK)):
             del recent[stale]

@@ -16,8 +16,9 @@ from __future__ import annotations
 import collections
 import itertools
 
+from ansible.module_utils import sigsleuth_attribution as attribution
 from ansible.module_utils.sigsleuth_attribution import (
-    EvidenceWindow, SendEvidence, attribute, remember, rlimit_mechanism,
+    EvidenceWindow, SendEvidence, attribute, forget_oldest, remember, rlimit_mechanism,
 )
 from ansible.module_utils.sigsleuth_procfs import START_TOLERANCE_NS
 from ansible.module_utils.sigsleuth_short_lives import (
@@ -379,10 +380,15 @@ class Lineage:
         pid = life[PID]
         if self.syscalls_traced:
             self.evidence.syscall_exited(pid)
-        remember(self.exited_tids, pid, ts)
-        self.thread_group.pop(pid, None)
+        # remember(), inline: the fork took pid out of both, and nothing put it back while the life ran.
+        exited_tids, recently_exited = self.exited_tids, self.recently_exited
+        exited_tids[pid] = ts
         life[EXIT_NS] = ts
-        remember(self.recently_exited, pid, life)
+        recently_exited[pid] = life
+        high = attribution.RECENT_LIMIT + attribution.RECENT_SLACK  # read here: the tests shorten the memory
+        if len(recently_exited) > high or len(exited_tids) > high:
+            forget_oldest(exited_tids)
+            forget_oldest(recently_exited)
         parent = life[PARENT]
         parent.live_children -= 1
         if parent.exited and parent.live_children == 0:
