@@ -197,6 +197,18 @@ def bench_sources(args):
 
 # ---------------------------------------------------------------- the drain under load
 
+def steal_ticks():
+    """The host's stolen and total CPU ticks so far (/proc/stat): on a VM, the time its CPUs waited for the
+    hypervisor - a load whose CPUs are stolen from makes fewer forks, and every event costs more."""
+    with open("/proc/stat") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    return fields[7] if len(fields) > 7 else 0, sum(fields[:8])
+
+
+def steal_percent(before, after):
+    return 100.0 * (after[0] - before[0]) / max(after[1] - before[1], 1)
+
+
 def proc_sample(pid):
     with open("/proc/%d/stat" % pid, "rb") as handle:
         fields = handle.read().rpartition(b")")[2].split()
@@ -215,6 +227,7 @@ def bench_load(args):
         victim = subprocess.Popen(["sleep", "100000"])
         ancestor = subprocess.Popen(["sh", "-c", "sleep %d; sh -c 'kill -9 %d'" % (args.seconds + 2, victim.pid)])
         load = start_load(args.rate, args.seconds)
+        stolen = steal_ticks()
         samples, last, t0 = [], proc_sample(drain), time.monotonic()
         first = last
         while any(proc.poll() is None for proc in load):
@@ -224,6 +237,7 @@ def bench_load(args):
             samples.append((elapsed, (now[0] - last[0]) / TICK * 100.0, now[1]))
             last, t0 = now, time.monotonic()
         spawned = finish_load(load)
+        stolen = steal_percent(stolen, steal_ticks())
         ancestor.wait()
         victim.wait()
         time.sleep(1.0)
@@ -243,6 +257,7 @@ def bench_load(args):
     print("drain CPU %% of one core: median %.1f, max %.1f; RSS MB: first %.1f, last %.1f, max %.1f"
           % (statistics.median(cpu), max(cpu), samples[0][2] / 1024, samples[-1][2] / 1024,
              max(s[2] for s in samples) / 1024))
+    print("CPU time stolen by the hypervisor during the load: %.1f %% of the host's" % stolen)
     print("drain CPU split over the load: user %.0f %%, system %.0f %%"
           % (100.0 * user / max(user + system, 1), 100.0 * system / max(user + system, 1)))
     print("RSS over time (MB, every 10 s): %s" % " ".join("%.1f" % (s[2] / 1024) for s in samples[::10]))
@@ -271,10 +286,10 @@ def drain_run(config, mode, rate, seconds):
         control.open_raw_reader = original
     try:
         time.sleep(1.0)
-        before = proc_sample(section["pid"])
+        before, stolen = proc_sample(section["pid"]), steal_ticks()
         made = run_load(rate, seconds)
         time.sleep(2 * 0.02 + 0.1)  # the last batch
-        after = proc_sample(section["pid"])
+        after, stolen = proc_sample(section["pid"]), steal_percent(stolen, steal_ticks())
     finally:
         control.stop_drain(section)
     status = control.read_json(control.WatchFiles(state_dir).status) or {}
@@ -282,7 +297,7 @@ def drain_run(config, mode, rate, seconds):
     assert status.get("reader") == ("trace_pipe_raw" if mode == "raw" else "trace_pipe"), status
     cpu_s = (after[0] - before[0]) / TICK
     events = status.get("events", 0)
-    return 100.0 * cpu_s / seconds, 1e6 * cpu_s / max(events, 1), events, made
+    return 100.0 * cpu_s / seconds, 1e6 * cpu_s / max(events, 1), events, made, stolen
 
 
 def bench_readers(args):
@@ -331,7 +346,14 @@ def drain_of(checkout, config, rate, seconds):
                            str(rate), str(seconds)], cwd=checkout, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit("the drain of %s failed:\n%s" % (checkout, proc.stderr[-3000:]))
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])[:4]
+
+
+def drain_of_measured(checkout, config, rate, seconds):
+    """drain_of(), and the share of the host's CPU time stolen by the hypervisor meanwhile."""
+    before = steal_ticks()
+    run = drain_of(checkout, config, rate, seconds)
+    return run + [steal_percent(before, steal_ticks())]
 
 
 def bench_versions(args):
@@ -346,20 +368,23 @@ def bench_versions(args):
         for number in range(args.pairs):
             order = (("new", ROOT), ("old", args.baseline)) if number % 2 == 0 else \
                 (("old", args.baseline), ("new", ROOT))
-            rows.append({name: drain_of(checkout, config, args.rate, args.seconds) for name, checkout in order})
+            rows.append({name: drain_of_measured(checkout, config, args.rate, args.seconds)
+                         for name, checkout in order})
     finally:
         playbook("disarm.yml", config)
-    print("| pair | old CPU % | new CPU % | new/old | old us/event | new us/event | fork+exec old/new |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| pair | old CPU % | new CPU % | new/old | old us/event | new us/event | new/old per event "
+          "| fork+exec old/new | CPU stolen % old/new |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for number, pair in enumerate(rows, 1):
         old, new = pair["old"], pair["new"]
-        print("| %d | %.1f | %.1f | %.2f | %.2f | %.2f | %d/%d |" % (
-            number, old[0], new[0], new[0] / max(old[0], 1e-9), old[1], new[1], old[3], new[3]))
+        print("| %d | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %d/%d | %.0f/%.0f |" % (
+            number, old[0], new[0], new[0] / max(old[0], 1e-9), old[1], new[1], new[1] / max(old[1], 1e-9),
+            old[3], new[3], old[4], new[4]))
     median = statistics.median
-    print("| median | %.1f | %.1f | %.2f | %.2f | %.2f | |" % (
+    print("| median | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | | |" % (
         median(p["old"][0] for p in rows), median(p["new"][0] for p in rows),
         median(p["new"][0] / max(p["old"][0], 1e-9) for p in rows), median(p["old"][1] for p in rows),
-        median(p["new"][1] for p in rows)))
+        median(p["new"][1] for p in rows), median(p["new"][1] / max(p["old"][1], 1e-9) for p in rows)))
     print("rate asked %d/s for %d s; baseline %s" % (args.rate, args.seconds, args.baseline))
 
 
