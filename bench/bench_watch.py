@@ -7,6 +7,7 @@
     .venv/bin/python bench/bench_watch.py argv    [--runs 200] [--load 3000]
     .venv/bin/python bench/bench_watch.py readers [--rate 3000] [--seconds 15] [--pairs 5]
     .venv/bin/python bench/bench_watch.py versions --baseline DIR [--rate 3000] [--seconds 12] [--pairs 5]
+    (every mode: [--python PATH], the interpreter the drain runs under, as a target's ansible_python_interpreter)
 
 sources: arms a plain instance (no drain), runs the load, then reads the buffer through trace_pipe (text,
   parsed by sigsleuth_trace_parser) and, after the same load again, through the per-CPU trace_pipe_raw (binary
@@ -60,9 +61,17 @@ def playbook(name, extra):
         sys.exit("%s failed:\n%s" % (name, proc.stdout[-3000:]))
 
 
+# --python: the interpreter the drain runs under, as a target's ansible_python_interpreter (default: this
+# checkout's .venv one, as inventory.local has it; a fleet's hosts run their own, e.g. /usr/bin/python3).
+DRAIN_PYTHON = None
+
+
 def setup(name, watch, buffer_kb=8192):
-    return {"sigsleuth_instance": "bench_" + name, "sigsleuth_state_dir": "/var/lib/sigsleuth-bench-" + name,
-            "sigsleuth_watch": watch, "sigsleuth_buffer_size_kb": buffer_kb}
+    config = {"sigsleuth_instance": "bench_" + name, "sigsleuth_state_dir": "/var/lib/sigsleuth-bench-" + name,
+              "sigsleuth_watch": watch, "sigsleuth_buffer_size_kb": buffer_kb}
+    if DRAIN_PYTHON:
+        config["ansible_python_interpreter"] = DRAIN_PYTHON
+    return config
 
 
 def state(config):
@@ -342,8 +351,14 @@ print(json.dumps(bench_watch.drain_run(config, "raw", rate, seconds)))
 
 def drain_of(checkout, config, rate, seconds):
     """drain_run() of another checkout (its own modules, in a process of its own) on the armed instance."""
-    proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-c", _DRAIN_ONCE, json.dumps(config),
-                           str(rate), str(seconds)], cwd=checkout, capture_output=True, text=True)
+    env = dict(os.environ)
+    if DRAIN_PYTHON:  # ansible (module_utils' package) from the .venv, the rest from that interpreter
+        env["PYTHONPATH"] = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-c",
+                                            "import site; print(site.getsitepackages()[0])"],
+                                           capture_output=True, text=True, check=True).stdout.strip()
+    proc = subprocess.run([DRAIN_PYTHON or os.path.join(ROOT, ".venv", "bin", "python"), "-c", _DRAIN_ONCE,
+                           json.dumps(config), str(rate), str(seconds)], cwd=checkout, capture_output=True,
+                          text=True, env=env)
     if proc.returncode != 0:
         sys.exit("the drain of %s failed:\n%s" % (checkout, proc.stderr[-3000:]))
     return json.loads(proc.stdout.strip().splitlines()[-1])[:4]
@@ -471,7 +486,11 @@ def main():
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--load", type=int, default=0, help="argv: fork+exec/s of load meanwhile (default none)")
     parser.add_argument("--baseline", help="versions: the other checkout whose drain is paired with this one")
+    parser.add_argument("--python", help="the interpreter the drain runs under (a target's "
+                                         "ansible_python_interpreter; default this checkout's .venv one)")
     args = parser.parse_args()
+    global DRAIN_PYTHON
+    DRAIN_PYTHON = args.python
     if os.geteuid() != 0:
         sys.exit("bench_watch arms this machine: run it as root")
     with armed_lock():
