@@ -7,7 +7,7 @@ Reading the binary pages spares the kernel formatting every event as text (syste
 reader) and the parser matching that text; each event is decoded at the offsets its ``format`` file gives,
 into the tuple ``sigsleuth_trace_parser`` makes of its text line, so the lineage cannot tell the two apart;
 only the names the lineage never reads from a binary record are None (an exit's comm, a rename's old name:
-skipping them is a tenth of the decoding). Names come out as the bytes the kernel stored, never split by a
+skipping them spares 7 % of the decoding). Names come out as the bytes the kernel stored, never split by a
 newline they hold.
 
 A page (sub-buffer) is a header - its timestamp (u64) and ``commit`` (the data length in the low 27 bits,
