@@ -263,9 +263,10 @@ def bench_load(args):
     cpu = [sample[1] for sample in samples[1:]] or [0.0]
     user, system = last[2] - first[2], last[3] - first[3]
     print("rate %d/s for %d s: %d fork+exec (%.0f/s)" % (args.rate, args.seconds, spawned, spawned / args.seconds))
-    print("drain CPU %% of one core: median %.1f, max %.1f; RSS MB: first %.1f, last %.1f, max %.1f"
-          % (statistics.median(cpu), max(cpu), samples[0][2] / 1024, samples[-1][2] / 1024,
-             max(s[2] for s in samples) / 1024))
+    print("drain CPU %% of one core: median %.1f, max %.1f (1 s samples), mean %.2f over the load; RSS MB: first "
+          "%.1f, last %.1f, max %.1f"
+          % (statistics.median(cpu), max(cpu), 100.0 * (user + system) / TICK / sum(s[0] for s in samples),
+             samples[0][2] / 1024, samples[-1][2] / 1024, max(s[2] for s in samples) / 1024))
     print("CPU time stolen by the hypervisor during the load: %.1f %% of the host's" % stolen)
     print("drain CPU split over the load: user %.0f %%, system %.0f %%"
           % (100.0 * user / max(user + system, 1), 100.0 * system / max(user + system, 1)))
