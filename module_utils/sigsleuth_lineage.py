@@ -360,11 +360,12 @@ class Lineage:
         return proc
 
     def _short_life_begun(self, ts, parent_tid, child):
-        """fork()'s effects for a short life, or None (fed event by event) unless its parent is known, no
-        live process holds its pid and it is no thread."""
+        """fork()'s effects for a short life, or None (fed event by event) unless its parent is known and
+        alive (acting() makes a newcomer of a dead one), no live process holds its pid and it is no thread."""
         parent = self.by_pid.get(self.thread_group.get(parent_tid, parent_tid))
         old = self.by_pid.get(child)
-        if parent is None or (old is not None and not old.exited) or child in self.clone_flags:
+        if parent is None or (parent.exited and parent.pid == parent_tid) or (old is not None and not old.exited) \
+                or child in self.clone_flags:
             return None
         self.thread_group.pop(child, None)
         self.exited_tids.pop(child, None)
@@ -415,6 +416,22 @@ class Lineage:
             proc.notes.append(UNSEEN_NOTE)
         return proc
 
+    def acting(self, tid, tgid=None, ts=None):
+        """The incarnation of a thread that acts at ts: forks, execs, renames itself, makes a syscall. As
+        process_of(), except that a dead process cannot act: its live children keep an exited leader indexed,
+        so its pid acting again is a newcomer whose fork was not seen (process_of() keeps finding the exited
+        one, as an exiting task still sends its parent-death signals after its exit event)."""
+        if tgid is None:
+            tgid = self.thread_group.get(tid, tid)
+        proc = self.by_pid.get(tgid)
+        if proc is None or (proc.exited and tid == tgid):
+            if proc is not None:
+                self.exited_tids.pop(tid, None)  # what its old owner did is no evidence for the newcomer
+                self.recently_exited.pop(tid, None)
+            proc = self.new_process(tgid, None, None, None, None, SOURCE_UNSEEN, ts)
+            proc.notes.append(UNSEEN_NOTE)
+        return proc
+
     def _learn_thread(self, tid, tgid):
         """A record showed tid running in thread group tgid: undo a guess that tid was a process."""
         self.thread_group[tid] = tgid
@@ -438,7 +455,7 @@ class Lineage:
             self.thread_group[child] = parent_tgid if parent_tgid is not None \
                 else self.thread_group.get(parent_tid, parent_tid)
             return None
-        parent = self.process_of(parent_tid, parent_tgid, ts)
+        parent = self.acting(parent_tid, parent_tgid, ts)
         self.thread_group.pop(child, None)
         self.exited_tids.pop(child, None)  # what its old owner did is no evidence for the newcomer
         self.recently_exited.pop(child, None)
@@ -491,18 +508,19 @@ class Lineage:
         filename, pid, old_pid = fields
         if old_pid != pid:
             self.thread_group.pop(old_pid, None)  # a non-leader thread exec'd and took over the leader's pid
-        proc = self.exec(ts, pid, filename)
+        # A thread that exec'd took over the leader's pid: the leader's exit seen before it is no newcomer's.
+        proc = self.exec(ts, pid, filename, by_leader=old_pid == pid)
         if self.execs_seen is not None:
             self.execs_seen.append(proc)
 
-    def exec(self, ts, pid, filename, source=SOURCE_TRACE, comm=None, argv=None):
-        """pid exec'd filename at ts; returns the process."""
-        proc = self.process_of(pid, pid, ts)
+    def exec(self, ts, pid, filename, source=SOURCE_TRACE, comm=None, argv=None, by_leader=True):
+        """pid exec'd filename at ts; returns the process. by_leader: the exec'ing task was the leader itself."""
+        proc = self.acting(pid, pid, ts) if by_leader else self.process_of(pid, pid, ts)
         exec_image(proc, ts, filename, source, comm, argv)
         return proc
 
     def _on_rename(self, ts, tid, tgid, fields):
-        renamed(self.process_of(tid, tgid, ts), fields[1])
+        renamed(self.acting(tid, tgid, ts), fields[1])
 
     def _on_exit(self, ts, tid, tgid, fields):
         _comm, _tid, group_dead = fields
@@ -546,7 +564,7 @@ class Lineage:
 
     def _on_cgroup_kill_open(self, ts, tid, tgid, fields):
         # The kernel's filter recorded only opens of a cgroup.kill file: the opener may write "1" to it next.
-        opener = self.process_of(tid, tgid, ts)
+        opener = self.acting(tid, tgid, ts)
         self.evidence.cgroup_kill_opened(opener.key, ts)
 
     def _on_cgroup_attach(self, ts, tid, tgid, fields):
@@ -560,11 +578,11 @@ class Lineage:
     def _on_prlimit(self, ts, tid, tgid, fields):
         if fields.get("new_rlim"):
             target = fields.get("pid", 0)
-            proc = self.process_of(tid, tgid, ts) if target == 0 else self.process_of(target, None, ts)
+            proc = self.acting(tid, tgid, ts) if target == 0 else self.process_of(target, None, ts)
             self._set_limit(proc, fields.get("resource"))
 
     def _on_setrlimit(self, ts, tid, tgid, fields):
-        self._set_limit(self.process_of(tid, tgid, ts), fields.get("resource"))
+        self._set_limit(self.acting(tid, tgid, ts), fields.get("resource"))
 
     @staticmethod
     def _set_limit(proc, resource):

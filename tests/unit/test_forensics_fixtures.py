@@ -9,7 +9,9 @@ evidence, ancestry and the case's own facts.
 """
 
 import datetime
+import io
 import json
+import re
 import os
 
 import pytest
@@ -33,9 +35,10 @@ def iso(realtime_ns):
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + ".%06dZ" % (nanos // 1000)
 
 
-def replay(case, precision="syscall"):
+def replay(case, precision="syscall", edit=None):
     """The case's kills from its captured trace. The captures were armed with syscall precision; a light
-    replay ignores the syscall events, as a light arm would not have recorded them."""
+    replay ignores the syscall events, as a light arm would not have recorded them. edit: a function of the
+    trace's lines returning the lines to replay instead."""
     base = os.path.join(FIXTURES, "forensics_%s" % case)
     with open(base + ".truth") as handle:
         truth = json.load(handle)
@@ -45,6 +48,8 @@ def replay(case, precision="syscall"):
     lineage.add_snapshot(truth["snapshot"])
     stats = TraceStats()
     with open(base + ".trace", "rb") as stream:
+        if edit is not None:
+            stream = io.BytesIO(b"".join(edit(stream.readlines())))
         for event in iter_events(stream, stats):
             lineage.feed(event)
     clock = Clock(truth["clock_offset_ns"])
@@ -72,3 +77,42 @@ def test_captured_trace_parses_cleanly(case):
     assert stats.malformed == 0, "%d lines of forensics_%s.trace were not understood" % (stats.malformed, case)
     assert stats.events > 0
     assert truth["kills"], "the fixture holds no expected kill"
+
+
+# What a clean-clone CI run's trace showed (forensics ftrace-syscall, pid_reuse): a process whose fork the
+# trace did not hold took an exited ancestor's pid while the ancestor's child (the killer) still lived, renamed
+# itself, exec'd, forked and exited, before the case's own newcomer took the pid.
+LOST_FORK_NEWCOMER = (
+    b"              sh-%(pid)d    (   %(pid)d) [001] ..... %(t1)s: task_rename: pid=%(pid)d oldcomm=spawner "
+    b"newcomm=sh oom_score_adj=0\n",
+    b"              sh-%(pid)d    (   %(pid)d) [001] ..... %(t2)s: sched_process_exec: filename=/bin/sh "
+    b"pid=%(pid)d old_pid=%(pid)d\n",
+    b"              sh-%(pid)d    (   %(pid)d) [001] ..... %(t3)s: sched_process_fork: comm=sh pid=%(pid)d "
+    b"child_comm=sh child_pid=%(child)d\n",
+    b"              sh-%(pid)d    (   %(pid)d) [001] ..... %(t4)s: sched_process_exit: comm=sh pid=%(pid)d "
+    b"prio=120 group_dead=true\n",
+)
+ANCESTOR_EXIT = re.compile(rb" (\d+\.\d{6}): sched_process_exit: comm=fx-ancestor-\w pid=(\d+) ")
+
+
+def with_lost_fork_newcomers(lines):
+    """After each ancestor's exit, a newcomer of unseen fork on its pid (LOST_FORK_NEWCOMER), 10 us apart."""
+    edited = []
+    for line in lines:
+        edited.append(line)
+        found = ANCESTOR_EXIT.search(line)
+        if found:
+            at, pid = float(found.group(1)), int(found.group(2))
+            values = {b"t%d" % i: b"%.6f" % (at + i * 10e-6) for i in range(1, 5)}
+            values.update({b"pid": pid, b"child": 900000 + pid})
+            edited.extend(template % values for template in LOST_FORK_NEWCOMER)
+    return edited
+
+
+@pytest.mark.parametrize("precision", ["syscall", "light"])
+def test_a_newcomer_of_unseen_fork_on_an_exited_ancestors_pid_changes_no_ancestry(precision):
+    truth, kills, stats = replay("pid_reuse", precision, edit=with_lost_fork_newcomers)
+    assert stats.malformed == 0 and stats.events > 4 * len(LOST_FORK_NEWCOMER)
+    t0, t1 = truth["window"]["real_ns"]
+    problems = check_case(kills, truth, ("ftrace",), (iso(t0 - SLACK_NS), iso(t1 + SLACK_NS)), precision)
+    assert not problems, "%d problem(s) replaying pid_reuse with newcomers:\n%s" % (len(problems), "\n".join(problems))

@@ -264,3 +264,35 @@ def test_light_ignores_syscall_events_and_names_families():
     (k,) = run(events, [snap(1, 0, "init")], precision="light").kills
     assert (k.mechanism, k.sender.pid, k.origin) == ("user_signal", 20, "user")
     assert k.syscall_args is None and not any("sys_enter" in e for e in k.evidence)
+
+
+def rename(ts, pid, old, new):
+    return [("task_rename", ts, 0, pid, pid, (pid, ((old, new),)))]
+
+
+def test_a_newcomer_whose_fork_was_lost_never_rewrites_the_exited_ancestor_on_its_pid():
+    """Pid 50 exits with its child 60 alive (so it stays indexed); a newcomer whose fork the trace lost takes
+    pid 50, renames itself, execs and forks: that is a new, unseen incarnation, and 60's kill still names the
+    ancestor as it was."""
+    events = (fork(1 * S, 1, 50) + exec_(1 * S + 1, 50, "/usr/bin/old") + fork(2 * S, 50, 60) + exit_(3 * S, 50)
+              + rename(4 * S, 50, b"spawner", b"sh") + exec_(4 * S + 1, 50, "/bin/sh") + fork(4 * S + 2, 50, 70)
+              + exit_(4 * S + 3, 50) + kill(5 * S, 60, 1))
+    lineage = run(events, [snap(1, 0, "init")])
+    (k,) = lineage.kills
+    ancestor = k.ancestry[0][0]
+    assert (ancestor.pid, ancestor.comm, ancestor.exe, ancestor.exited, ancestor.exit_ns) == \
+        (50, "old", "/usr/bin/old", True, 3 * S)
+    assert chain_names(k) == [(50, "old"), (1, "init")]
+    newcomer = lineage.by_pid[70].parent
+    assert newcomer is not ancestor and (newcomer.pid, newcomer.comm, newcomer.exe) == (50, "sh", "/bin/sh")
+    assert newcomer.source == "unseen" and newcomer.parent is None and newcomer.exited
+
+
+def test_a_thread_exec_after_its_leader_exited_is_the_same_process():
+    """A non-leader thread exec'd and took over the leader's pid (old_pid differs): the leader's exit seen
+    before it leaves the process the same incarnation, never a newcomer."""
+    events = (fork(1 * S, 1, 10) + fork(2 * S, 10, 11, flags=CLONE_THREAD) + fork(2 * S + 1, 10, 12)
+              + exit_(3 * S, 10, group_dead=False)
+              + [("sched_process_exec", 3 * S + 1, 0, 10, 10, ("/usr/bin/next", 10, 11))])
+    lineage = run(events, [snap(1, 0, "init")])
+    assert lineage.by_pid[10] is lineage.by_pid[12].parent and lineage.by_pid[10].exe == "/usr/bin/next"

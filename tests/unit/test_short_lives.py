@@ -64,8 +64,8 @@ def in_passes(events, cuts, precision="light"):
 
 class Host:
     """A toy kernel that writes what the binary reader gives (no thread group ids): forks, threads, execs,
-    renames, exits in any order (orphans too), pid reuse from a small pid space, and SIGKILLs - also to
-    zombies and from processes about to exit."""
+    renames, exits in any order (orphans too), pid reuse from a small pid space, forks the trace lost, and
+    SIGKILLs - also to zombies and from processes about to exit."""
 
     def __init__(self, seed, pids=40):
         self.random = random.Random(seed)
@@ -107,9 +107,12 @@ class Host:
                 self.emit(FORK, tid, (tid, child))
                 self.groups[leader].append(child)
             else:
-                if self.random.random() < 0.05:
+                chance = self.random.random()
+                if chance < 0.05:
                     self.emit(NEWTASK, tid, (child, self.comm[leader], 0x11))  # a process with its flags known
-                self.emit(FORK, tid, (tid, child))
+                if chance < 0.85:
+                    self.emit(FORK, tid, (tid, child))
+                # else the trace lost its fork: a newcomer acts on the pid, maybe an exited one's kept indexed
                 self.groups[child] = [child]
                 self.comm[child] = self.comm[leader]
         elif choice < 0.6:
