@@ -361,7 +361,8 @@ class Lineage:
 
     def _short_life_begun(self, ts, parent_tid, child):
         """fork()'s effects for a short life, or None (fed event by event) unless its parent is known and
-        alive (acting() makes a newcomer of a dead one), no live process holds its pid and it is no thread."""
+        alive (process_of(acting=True) makes a newcomer of a dead one), no live process holds its pid and it
+        is no thread."""
         parent = self.by_pid.get(self.thread_group.get(parent_tid, parent_tid))
         old = self.by_pid.get(child)
         if parent is None or (parent.exited and parent.pid == parent_tid) or (old is not None and not old.exited) \
@@ -406,25 +407,17 @@ class Lineage:
             self.recently_exited[pid] = proc  # in place: its rank among the recent exits stays
         return proc
 
-    def process_of(self, tid, tgid=None, ts=None):
-        """The current incarnation for a thread; an 'unseen' placeholder when nothing is known of it."""
-        if tgid is None:
-            tgid = self.thread_group.get(tid, tid)
-        proc = self.by_pid.get(tgid)
-        if proc is None:
-            proc = self.new_process(tgid, None, None, None, None, SOURCE_UNSEEN, ts)
-            proc.notes.append(UNSEEN_NOTE)
-        return proc
+    def process_of(self, tid, tgid=None, ts=None, acting=False):
+        """The current incarnation for a thread; an 'unseen' placeholder when nothing is known of it.
 
-    def acting(self, tid, tgid=None, ts=None):
-        """The incarnation of a thread that acts at ts: forks, execs, renames itself, makes a syscall. As
-        process_of(), except that a dead process cannot act: its live children keep an exited leader indexed,
-        so its pid acting again is a newcomer whose fork was not seen (process_of() keeps finding the exited
-        one, as an exiting task still sends its parent-death signals after its exit event)."""
+        acting: the thread acts at ts (forks, execs, renames itself, makes a syscall). A dead process cannot
+        act, but its live children keep an exited leader indexed: its pid acting again is a newcomer whose fork
+        was not seen. Without acting the exited one is found, as for a send: an exiting task still sends its
+        parent-death signals after its exit event."""
         if tgid is None:
             tgid = self.thread_group.get(tid, tid)
         proc = self.by_pid.get(tgid)
-        if proc is None or (proc.exited and tid == tgid):
+        if proc is None or (acting and proc.exited and tid == tgid):
             if proc is not None:
                 self.exited_tids.pop(tid, None)  # what its old owner did is no evidence for the newcomer
                 self.recently_exited.pop(tid, None)
@@ -455,7 +448,7 @@ class Lineage:
             self.thread_group[child] = parent_tgid if parent_tgid is not None \
                 else self.thread_group.get(parent_tid, parent_tid)
             return None
-        parent = self.acting(parent_tid, parent_tgid, ts)
+        parent = self.process_of(parent_tid, parent_tgid, ts, acting=True)
         self.thread_group.pop(child, None)
         self.exited_tids.pop(child, None)  # what its old owner did is no evidence for the newcomer
         self.recently_exited.pop(child, None)
@@ -507,20 +500,21 @@ class Lineage:
     def _on_exec(self, ts, tid, tgid, fields):
         filename, pid, old_pid = fields
         if old_pid != pid:
-            self.thread_group.pop(old_pid, None)  # a non-leader thread exec'd and took over the leader's pid
-        # A thread that exec'd took over the leader's pid: the leader's exit seen before it is no newcomer's.
+            # A non-leader thread exec'd and took over the leader's pid: the leader's exit seen before it is no
+            # newcomer's.
+            self.thread_group.pop(old_pid, None)
         proc = self.exec(ts, pid, filename, by_leader=old_pid == pid)
         if self.execs_seen is not None:
             self.execs_seen.append(proc)
 
     def exec(self, ts, pid, filename, source=SOURCE_TRACE, comm=None, argv=None, by_leader=True):
         """pid exec'd filename at ts; returns the process. by_leader: the exec'ing task was the leader itself."""
-        proc = self.acting(pid, pid, ts) if by_leader else self.process_of(pid, pid, ts)
+        proc = self.process_of(pid, pid, ts, acting=by_leader)
         exec_image(proc, ts, filename, source, comm, argv)
         return proc
 
     def _on_rename(self, ts, tid, tgid, fields):
-        renamed(self.acting(tid, tgid, ts), fields[1])
+        renamed(self.process_of(tid, tgid, ts, acting=True), fields[1])
 
     def _on_exit(self, ts, tid, tgid, fields):
         _comm, _tid, group_dead = fields
@@ -564,7 +558,7 @@ class Lineage:
 
     def _on_cgroup_kill_open(self, ts, tid, tgid, fields):
         # The kernel's filter recorded only opens of a cgroup.kill file: the opener may write "1" to it next.
-        opener = self.acting(tid, tgid, ts)
+        opener = self.process_of(tid, tgid, ts, acting=True)
         self.evidence.cgroup_kill_opened(opener.key, ts)
 
     def _on_cgroup_attach(self, ts, tid, tgid, fields):
@@ -578,11 +572,11 @@ class Lineage:
     def _on_prlimit(self, ts, tid, tgid, fields):
         if fields.get("new_rlim"):
             target = fields.get("pid", 0)
-            proc = self.acting(tid, tgid, ts) if target == 0 else self.process_of(target, None, ts)
+            proc = self.process_of(tid, tgid, ts, acting=True) if target == 0 else self.process_of(target, None, ts)
             self._set_limit(proc, fields.get("resource"))
 
     def _on_setrlimit(self, ts, tid, tgid, fields):
-        self._set_limit(self.acting(tid, tgid, ts), fields.get("resource"))
+        self._set_limit(self.process_of(tid, tgid, ts, acting=True), fields.get("resource"))
 
     @staticmethod
     def _set_limit(proc, resource):
