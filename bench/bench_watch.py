@@ -2,7 +2,8 @@
 """The watch drain under sustained fork+exec: its CPU and memory, loss, ancestry, and collect time.
 
     .venv/bin/python bench/bench_watch.py sources [--rate 3000] [--seconds 10]
-    .venv/bin/python bench/bench_watch.py load    [--rate 3000] [--seconds 60]
+    .venv/bin/python bench/bench_watch.py load    [--rate 3000] [--seconds 60] [--runs 1]
+    .venv/bin/python bench/bench_watch.py ceiling [--rate 3000] [--seconds 20] [--runs 5]
     .venv/bin/python bench/bench_watch.py collect [--rate 1000] [--seconds 180] [--pairs 5]
     .venv/bin/python bench/bench_watch.py argv    [--runs 200] [--load 3000]
     .venv/bin/python bench/bench_watch.py readers [--rate 3000] [--seconds 15] [--pairs 5]
@@ -16,6 +17,9 @@ sources: arms a plain instance (no drain), runs the load, then reads the buffer 
 load: arms with sigsleuth_watch: true, starts an ancestor (a shell that sleeps through the load, then forks a
   child that SIGKILLs a victim), runs the load at --rate fork+exec/s for --seconds, samples the drain's CPU %
   (of one core) and RSS every second, then collects and checks that the kill's ancestry names the ancestor.
+  With --runs N, N such loads one after another, and a table of them: the drain's mean CPU per fork+exec
+  made, and what that is at --rate (the VM may not reach it).
+ceiling: nothing armed, the same load --runs times: the fork+exec rate this VM sustains at all.
 collect: arms two instances at once, one watched and one not, runs the load once, then times collect (the
   sigsleuth_collect.collect() call itself, in this process) on each, alternately, --pairs times: medians.
 readers: the drain with each reader (trace_pipe text, trace_pipe_raw binary) under the same load, paired and
@@ -25,17 +29,23 @@ versions: this checkout's binary drain against another checkout's (--baseline DI
 argv: how often the drain catches the argv of a shell living 50 ms and 500 ms (sh -c 'sleep 0.05'), with
   --load fork+exec/s of load meanwhile (where the drain passes every 50 ms instead of 20).
 
-The load is os.posix_spawn of /bin/true (a vfork+exec) from two paced spawner processes. It arms this machine:
+The load is os.posix_spawn of /bin/true (a vfork+exec) from two paced spawner processes; with --exec tiny,
+of a 129-byte static x86-64 program that only exits (this VM cannot make 3,000/s of /bin/true: its dynamic
+loading is most of the load's own CPU). It arms this machine:
 run as root; it holds /run/sigsleuth-test.lock, as the tests do, and disarms at the end.
 """
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import statistics
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,8 +96,42 @@ def instance_dir(config):
 
 # ---------------------------------------------------------------- load
 
-def spawner(rate, seconds):
-    """One paced spawner: rate posix_spawns of /bin/true per second for seconds; prints how many it made."""
+def tiny_exit_elf():
+    """A 129-byte static x86-64 ELF whose one instruction run is exit(0): a fork+exec whose exec costs the VM
+    almost nothing (no dynamic loader, no libc), so the load reaches rates /bin/true cannot here. The drain
+    sees the same four events per process (fork, rename, exec, exit) either way."""
+    code = b"\xb8\x3c\x00\x00\x00\x31\xff\x0f\x05"  # mov eax, 60 (exit); xor edi, edi; syscall
+    base, ehdr_size, phdr_size = 0x400000, 64, 56
+    size = ehdr_size + phdr_size + len(code)
+    ehdr = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8 + struct.pack(
+        "<HHIQQQIHHHHHH", 2, 0x3E, 1, base + ehdr_size + phdr_size, ehdr_size, 0, 0, ehdr_size, phdr_size, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)  # PT_LOAD, R+X, the whole file
+    return ehdr + phdr + code
+
+
+def load_program(choice):
+    """The file the load execs: /bin/true, or (choice "tiny", x86-64 only) tiny_exit_elf() in a private
+    temporary directory, removed at exit."""
+    if choice != "tiny":
+        return choice
+    if os.uname().machine != "x86_64":
+        sys.exit("--exec tiny is an x86-64 program: this machine is %s" % os.uname().machine)
+    folder = tempfile.mkdtemp(prefix="sigsleuth-bench-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "exit0")
+    with open(path, "wb") as handle:
+        handle.write(tiny_exit_elf())
+    os.chmod(path, 0o755)
+    if subprocess.run([path]).returncode != 0:
+        sys.exit("the tiny program does not run here")
+    return path
+
+
+LOAD_PROGRAM = "/bin/true"
+
+
+def spawner(rate, seconds, program="/bin/true"):
+    """One paced spawner: rate posix_spawns of program per second for seconds; prints how many it made."""
     start = time.monotonic()
     made = 0
     children = 0
@@ -98,7 +142,7 @@ def spawner(rate, seconds):
         due = int(now * rate)
         while made < due:
             try:
-                os.posix_spawn("/bin/true", ["true"], {})
+                os.posix_spawn(program, [os.path.basename(program)], {})
             except BlockingIOError:  # the pid limit: reap, then go on
                 os.waitpid(-1, 0)
                 children -= 1
@@ -118,7 +162,7 @@ def spawner(rate, seconds):
 
 
 def start_load(rate, seconds, workers=2):
-    return [subprocess.Popen([sys.executable, __file__, "_spawner", str(rate / workers), str(seconds)],
+    return [subprocess.Popen([sys.executable, __file__, "_spawner", str(rate / workers), str(seconds), LOAD_PROGRAM],
                              stdout=subprocess.PIPE, text=True) for _ in range(workers)]
 
 
@@ -228,6 +272,32 @@ def proc_sample(pid):
 
 
 def bench_load(args):
+    runs = [load_run(args) for _ in range(max(1, args.runs))]
+    if len(runs) > 1:
+        print("\n| run | fork+exec/s | drain CPU %% mean | us of drain CPU per fork+exec | at %d/s: %% of one core "
+              "| CPU stolen %% | lost |" % args.rate)
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for number, run in enumerate(runs, 1):
+            print("| %d | %.0f | %.2f | %.1f | %.2f | %.1f | %d |" % ((number,) + run))
+        print("| median | %.0f | %.2f | %.1f | %.2f | %.1f | |"
+              % tuple(statistics.median(run[i] for run in runs) for i in range(5)))
+
+
+def bench_ceiling(args):
+    """The load alone, nothing armed: how many fork+exec per second this VM makes at all."""
+    rates = []
+    for number in range(1, max(1, args.runs) + 1):
+        stolen = steal_ticks()
+        made = run_load(args.rate, args.seconds)
+        rates.append(made / args.seconds)
+        print("run %d: %d fork+exec in %d s (%.0f/s asked %d/s), CPU stolen %.1f %%"
+              % (number, made, args.seconds, rates[-1], args.rate, steal_percent(stolen, steal_ticks())))
+    print("median: %.0f fork+exec/s with nothing armed" % statistics.median(rates))
+
+
+def load_run(args):
+    """One load with watch on, printed; returns (rate reached, mean CPU %, us per fork+exec, % at --rate,
+    stolen %, events lost)."""
     config = setup("load", True)
     playbook("arm.yml", config)
     victim = ancestor = None
@@ -262,11 +332,16 @@ def bench_load(args):
     named = bool(kills) and any(entry["pid"] == ancestor.pid for entry in kills[0]["ancestry"])
     cpu = [sample[1] for sample in samples[1:]] or [0.0]
     user, system = last[2] - first[2], last[3] - first[3]
+    load_s = sum(s[0] for s in samples)
+    mean = 100.0 * (user + system) / TICK / load_s
+    per_fork_us = (user + system) / TICK / max(spawned, 1) * 1e6
     print("rate %d/s for %d s: %d fork+exec (%.0f/s)" % (args.rate, args.seconds, spawned, spawned / args.seconds))
     print("drain CPU %% of one core: median %.1f, max %.1f (1 s samples), mean %.2f over the load; RSS MB: first "
           "%.1f, last %.1f, max %.1f"
-          % (statistics.median(cpu), max(cpu), 100.0 * (user + system) / TICK / sum(s[0] for s in samples),
+          % (statistics.median(cpu), max(cpu), mean,
              samples[0][2] / 1024, samples[-1][2] / 1024, max(s[2] for s in samples) / 1024))
+    print("drain CPU per fork+exec made: %.1f us; at %d/s that is %.2f %% of one core (samples over %.1f s)"
+          % (per_fork_us, args.rate, per_fork_us * args.rate / 1e4, load_s))
     print("CPU time stolen by the hypervisor during the load: %.1f %% of the host's" % stolen)
     print("drain CPU split over the load: user %.0f %%, system %.0f %%"
           % (100.0 * user / max(user + system, 1), 100.0 * system / max(user + system, 1)))
@@ -277,6 +352,8 @@ def bench_load(args):
           % (watch["events_consumed"], watch["lost_events"], watch["overrun"], watch["argv_caught"],
              watch["argv_missed"]))
     print("kill staged at the end names the ancestor forked at the start: %s" % ("yes" if named else "NO"))
+    return (spawned / args.seconds, mean, per_fork_us, per_fork_us * args.rate / 1e4, stolen,
+            watch["lost_events"])
 
 
 # ---------------------------------------------------------------- the two readers, paired
@@ -477,26 +554,35 @@ def bench_argv(args):
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "_spawner":
-        spawner(float(sys.argv[2]), float(sys.argv[3]))
+        spawner(float(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["sources", "load", "collect", "argv", "readers", "versions"])
+    parser.add_argument("mode", choices=["sources", "load", "collect", "argv", "readers", "versions", "ceiling"])
     parser.add_argument("--rate", type=int, default=3000)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--runs", type=int, help="argv: shells per length (default 200); load: loads (default "
+                                                  "1); ceiling: loads (default 5)")
     parser.add_argument("--load", type=int, default=0, help="argv: fork+exec/s of load meanwhile (default none)")
     parser.add_argument("--baseline", help="versions: the other checkout whose drain is paired with this one")
+    parser.add_argument("--exec", dest="program", default="/bin/true",
+                        help="what the load execs: a path (default /bin/true) or 'tiny', a 129-byte static "
+                             "exit(0) (x86-64) that lets this VM reach rates /bin/true cannot")
     parser.add_argument("--python", help="the interpreter the drain runs under (a target's "
                                          "ansible_python_interpreter; default this checkout's .venv one)")
     args = parser.parse_args()
-    global DRAIN_PYTHON
+    if args.runs is None:
+        args.runs = {"argv": 200, "load": 1, "ceiling": 5}.get(args.mode, 1)
+    global DRAIN_PYTHON, LOAD_PROGRAM
     DRAIN_PYTHON = args.python
+    LOAD_PROGRAM = load_program(args.program)
+    print("the load execs %s" % ("a 129-byte static exit(0)" if args.program == "tiny" else LOAD_PROGRAM))
     if os.geteuid() != 0:
         sys.exit("bench_watch arms this machine: run it as root")
     with armed_lock():
         {"sources": bench_sources, "load": bench_load, "collect": bench_collect, "argv": bench_argv,
-         "readers": bench_readers, "versions": bench_versions}[args.mode](args)
+         "readers": bench_readers, "versions": bench_versions,
+         "ceiling": bench_ceiling}[args.mode](args)
 
 
 if __name__ == "__main__":
