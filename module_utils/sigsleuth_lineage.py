@@ -286,9 +286,16 @@ class Lineage:
         exits. Anything else that touches it while it runs - a child or thread of its, a thread's exec or exit
         in its group, an event that names its pid, any event but a fork, exec, exit, rename or newtask, a
         thread group id - and the end of the pass make it its Process first (`_unfold`), as if fed one event
-        at a time from its fork."""
+        at a time from its fork.
+
+        The record's begin and end are written out here, not called: they run once per process of the host."""
         handlers = self._handlers
-        thread_group = self.thread_group
+        thread_group, by_pid, clone_flags = self.thread_group, self.by_pid, self.clone_flags
+        exited_tids, recently_exited = self.exited_tids, self.recently_exited
+        in_kill_syscall = self.evidence.in_kill_syscall if self.syscalls_traced else None
+        serials = self.serials
+        high = attribution.RECENT_LIMIT + attribution.RECENT_SLACK  # read here: the tests shorten the memory
+        folded = 0
         lives = {}  # pid -> the record of a short life begun in this pass that has not ended
         for event in events:
             name, ts, _cpu, tid, tgid, fields = event
@@ -297,10 +304,24 @@ class Lineage:
                     if name == RENAME or (name == EXEC and fields[1] == tid and fields[2] == tid):
                         lives[tid].append(event)
                         if name == EXEC:
-                            self.execs_folded += 1
+                            folded += 1
                         continue
                     if name == EXIT and fields[2] is not False and tgid is None:
-                        self._short_life_ended(lives.pop(tid), ts)
+                        # _on_exit()'s effects: the record among the recent exits. remember(), inline: the
+                        # fork took tid out of both, and nothing put it back while the life ran.
+                        life = lives.pop(tid)
+                        if in_kill_syscall is not None:
+                            in_kill_syscall.pop(tid, None)
+                        exited_tids[tid] = ts
+                        life[EXIT_NS] = ts
+                        recently_exited[tid] = life
+                        if len(recently_exited) > high or len(exited_tids) > high:
+                            forget_oldest(exited_tids)
+                            forget_oldest(recently_exited)
+                        parent = life[PARENT]
+                        parent.live_children -= 1
+                        if parent.exited and parent.live_children == 0:
+                            self._forget(parent)
                         continue
                     self._unfold(lives, tid)  # a parent, a thread's exec, a thread group id: a Process now
                 if tgid is not None or name not in LIFECYCLE:
@@ -322,15 +343,30 @@ class Lineage:
                         if fields[0] in lives:
                             self._unfold(lives, fields[0])
             if name == FORK and tgid is None:
-                life = self._short_life_begun(ts, fields[0], fields[1])
-                if life is not None:
-                    lives[fields[1]] = life
-                    continue
+                # fork()'s effects for a short life, unless its parent is unknown or dead (process_of(acting=
+                # True) makes a newcomer of a dead one), a live process holds its pid, or it is a thread.
+                parent_tid, child = fields
+                parent = by_pid.get(thread_group.get(parent_tid, parent_tid))
+                if parent is not None and not (parent.exited and parent.pid == parent_tid) \
+                        and child not in clone_flags:
+                    old = by_pid.get(child)
+                    if old is None or old.exited:
+                        thread_group.pop(child, None)
+                        exited_tids.pop(child, None)
+                        recently_exited.pop(child, None)
+                        if old is not None:
+                            del by_pid[child]  # an exited one its children kept: the newcomer's exit unindexes it
+                        parent.live_children += 1
+                        lives[child] = [child, ts, next(serials), parent, parent.comm, parent.exe, parent.argv,
+                                        parent.uid, parent.rlimits, parent.rlimits_from, parent.cgroup,
+                                        parent.memory_cgroup, None]
+                        continue
             elif tgid is not None and tgid != tid and thread_group.get(tid) != tgid:
                 self._learn_thread(tid, tgid)
             handler = handlers.get(name)
             if handler is not None:
                 handler(ts, tid, tgid, fields)
+        self.execs_folded += folded
         if lives:
             self._unfold_all(lives)  # alive at the end of the pass
 
@@ -358,43 +394,6 @@ class Lineage:
             else:
                 renamed(proc, fields[1])
         return proc
-
-    def _short_life_begun(self, ts, parent_tid, child):
-        """fork()'s effects for a short life, or None (fed event by event) unless its parent is known and
-        alive (process_of(acting=True) makes a newcomer of a dead one), no live process holds its pid and it
-        is no thread."""
-        parent = self.by_pid.get(self.thread_group.get(parent_tid, parent_tid))
-        old = self.by_pid.get(child)
-        if parent is None or (parent.exited and parent.pid == parent_tid) or (old is not None and not old.exited) \
-                or child in self.clone_flags:
-            return None
-        self.thread_group.pop(child, None)
-        self.exited_tids.pop(child, None)
-        self.recently_exited.pop(child, None)
-        if old is not None:
-            del self.by_pid[child]  # an exited one its children kept indexed: the newcomer's exit unindexes it
-        parent.live_children += 1
-        return [child, ts, next(self.serials), parent, parent.comm, parent.exe, parent.argv, parent.uid,
-                parent.rlimits, parent.rlimits_from, parent.cgroup, parent.memory_cgroup, None]
-
-    def _short_life_ended(self, life, ts):
-        """_on_exit()'s effects for a short life: it is remembered among the recent exits as the record."""
-        pid = life[PID]
-        if self.syscalls_traced:
-            self.evidence.syscall_exited(pid)
-        # remember(), inline: the fork took pid out of both, and nothing put it back while the life ran.
-        exited_tids, recently_exited = self.exited_tids, self.recently_exited
-        exited_tids[pid] = ts
-        life[EXIT_NS] = ts
-        recently_exited[pid] = life
-        high = attribution.RECENT_LIMIT + attribution.RECENT_SLACK  # read here: the tests shorten the memory
-        if len(recently_exited) > high or len(exited_tids) > high:
-            forget_oldest(exited_tids)
-            forget_oldest(recently_exited)
-        parent = life[PARENT]
-        parent.live_children -= 1
-        if parent.exited and parent.live_children == 0:
-            self._forget(parent)
 
     def exited_process(self, pid):
         """The recently exited process of pid, or None: a short life's record made into its Process."""
