@@ -28,7 +28,7 @@ from ansible.module_utils.sigsleuth_trace_parser import (
     CGROUP_ATTACH, EXEC, EXIT, FORK, MARK_VICTIM, NEWTASK, RENAME, SIGNAL_GENERATE,
 )
 from ansible.module_utils.sigsleuth_vocabulary import (
-    CLONE_THREAD, KILL_SYSCALLS, RLIMIT_CPU, RLIMIT_RTTIME, SI_KERNEL, SOURCE_AUDIT, SOURCE_INHERITED, SOURCE_PROC,
+    CLONE_THREAD, KILL_SYSCALLS, RLIMIT_CPU, RLIMIT_RTTIME, SI_KERNEL, SI_USER, SOURCE_AUDIT, SOURCE_INHERITED, SOURCE_PROC,
     SOURCE_SNAPSHOT, SOURCE_TRACE, SOURCE_UNSEEN, decode_name,
 )
 
@@ -44,6 +44,9 @@ SAME_PROCESS_SLACK_NS = 50_000_000
 
 RESULTS = {0: "delivered", 1: "ignored", 2: "already_pending", 3: "overflow_fail", 4: "lose_info"}
 UNSEEN_NOTE = "neither its fork nor an arm-time snapshot entry was seen"
+# An exiting task sends its children's parent-death signals after its exit event, once its memory and files
+# are released; sent later than this, or to any other process, a send from its pid is a later process's.
+PARENT_DEATH_WINDOW_NS = 1_000_000_000
 # What a child has from its parent's image at fork, and the sources that mean a process knows it of its own.
 IMAGE_FACTS = ("comm", "exe", "argv", "uid")
 OWN_SOURCES = frozenset((SOURCE_TRACE, SOURCE_AUDIT, SOURCE_SNAPSHOT, SOURCE_PROC))
@@ -417,12 +420,36 @@ class Lineage:
             tgid = self.thread_group.get(tid, tid)
         proc = self.by_pid.get(tgid)
         if proc is None or (acting and proc.exited and tid == tgid):
-            if proc is not None:
+            previous = proc
+            if previous is not None:
                 self.exited_tids.pop(tid, None)  # what its old owner did is no evidence for the newcomer
                 self.recently_exited.pop(tid, None)
             proc = self.new_process(tgid, None, None, None, None, SOURCE_UNSEEN, ts)
             proc.notes.append(UNSEEN_NOTE)
+            if previous is not None:
+                proc.notes.append("pid %d's previous process (%s) exited at boot+%.6fs: this is a later one"
+                                  % (tgid, previous.comm or "comm unknown", (previous.exit_ns or 0) / 1e9))
         return proc
+
+    def sender_of(self, tid, tgid, ts, code, victim):
+        """The process sending from tid at ts (a send's current). A dead thread sends nothing of its own: after
+        a process's exit only its parent-death signals to its own children (SI_USER) come from its pid, within
+        PARENT_DEATH_WINDOW_NS. Any other user send (SI_USER, or a negative si_code: tkill, sigqueue) from a
+        pid whose process exited is a later process of that pid whose fork was not seen, never the dead one;
+        kernel sends (SI_KERNEL, CLD_*) are the kernel's, whatever ran, and are left as they are."""
+        current = self.process_of(tid, tgid, ts)
+        if code > SI_USER:
+            return current
+        if current.exited and tid == current.pid:
+            if code == SI_USER and victim.parent is current and current.exit_ns is not None \
+                    and ts - current.exit_ns <= PARENT_DEATH_WINDOW_NS:
+                return current
+            return self.process_of(tid, tgid, ts, acting=True)
+        if tid in self.recently_exited and not current.exited and victim.parent is not current:
+            # Its process exited and nobody kept it indexed (no live child): a pid reused, the fork lost.
+            self.exited_tids.pop(tid, None)
+            self.recently_exited.pop(tid, None)
+        return current
 
     def _learn_thread(self, tid, tgid):
         """A record showed tid running in thread group tgid: undo a guess that tid was a process."""
@@ -549,6 +576,9 @@ class Lineage:
 
     def _syscall_enter_handler(self, syscall):
         def on_enter(ts, tid, tgid, fields):
+            proc = self.by_pid.get(tgid if tgid is not None else self.thread_group.get(tid, tid))
+            if proc is not None and proc.exited and proc.pid == tid:
+                self.process_of(tid, tgid, ts, acting=True)  # a dead process makes no syscall: a newcomer
             self.evidence.syscall_entered(tid, syscall, fields)
         return on_enter
 
@@ -610,7 +640,7 @@ class Lineage:
             # A send to a victim that is already dying or has it pending folds into the first record.
             previous.count += 1
             return
-        current = self.process_of(tid, tgid, ts)
+        current = self.sender_of(tid, tgid, ts, code, victim)
         send = self.evidence.around(SendEvidence(code, current, tid, witnesses=["ftrace:signal_generate"],
                                                  syscalls_traced=self.syscalls_traced,
                                                  opens_traced=self.opens_traced, signal=sig), ts, sig)

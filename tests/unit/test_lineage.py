@@ -296,3 +296,51 @@ def test_a_thread_exec_after_its_leader_exited_is_the_same_process():
               + [("sched_process_exec", 3 * S + 1, 0, 10, 10, ("/usr/bin/next", 10, 11))])
     lineage = run(events, [snap(1, 0, "init")])
     assert lineage.by_pid[10] is lineage.by_pid[12].parent and lineage.by_pid[10].exe == "/usr/bin/next"
+
+
+# A send from the pid of an exited process: only its parent-death signals to its own children are its own.
+
+def exited_with_a_live_child():
+    """50 forks 60 (alive, so 50 stays indexed), then exits at 3 s; 70 is another process."""
+    return fork(1 * S, 1, 50) + exec_(1 * S + 1, 50, "/usr/bin/old") + fork(1 * S + 2, 1, 70) \
+        + fork(2 * S, 50, 60) + exit_(3 * S, 50)
+
+
+def test_a_user_send_from_an_exited_pid_to_another_process_is_a_later_process_not_the_dead_one():
+    events = exited_with_a_live_child() + signal(3 * S + 1000, 50, 70)
+    lineage = run(events, [snap(1, 0, "init")], precision="light")
+    (k,) = lineage.kills
+    assert k.sender is not None and k.sender.pid == 50 and k.sender.comm != "old"
+    assert k.sender.source == "unseen" and not k.sender.exited
+    assert k.mechanism != "pdeath_signal"
+    assert any("previous process (old) exited at boot+3.000000s" in note for note in k.sender.notes)
+    assert lineage.by_pid[60].parent.comm == "old"  # the dead one's child still names it
+
+
+def test_a_parent_death_signal_comes_within_its_window_of_the_exit():
+    on_time = run(exited_with_a_live_child() + signal(3 * S + 1000, 50, 60), [snap(1, 0, "init")],
+                  precision="light")
+    (k,) = on_time.kills
+    assert (k.mechanism, k.sender.comm, k.sender.exited) == ("pdeath_signal", "old", True)
+    late = run(exited_with_a_live_child() + signal(5 * S, 50, 60), [snap(1, 0, "init")], precision="light")
+    (k,) = late.kills
+    assert k.mechanism != "pdeath_signal" and k.sender.source == "unseen"
+
+
+def test_a_thread_signal_from_an_exited_pid_is_never_the_dead_one():
+    events = exited_with_a_live_child() + signal(3 * S + 1000, 50, 60, code=-6)  # SI_TKILL: a syscall
+    (k,) = run(events, [snap(1, 0, "init")], precision="light").kills
+    assert k.sender.source == "unseen" and k.sender.comm != "old"
+
+
+def test_a_send_from_the_reused_pid_of_an_unindexed_exit_is_no_parent_death():
+    """50 exits childless (unindexed); its pid sends again: a later process, not a thread exiting."""
+    events = fork(1 * S, 1, 50) + fork(1 * S + 1, 1, 70) + exit_(2 * S, 50) + signal(2 * S + 1000, 50, 70)
+    (k,) = run(events, [snap(1, 0, "init")], precision="light").kills
+    assert k.mechanism == "user_signal" and k.sender.source == "unseen"
+
+
+def test_a_kill_syscall_from_an_exited_pid_is_a_later_process_s():
+    events = exited_with_a_live_child() + kill(3 * S + 1000, 50, 60)
+    (k,) = run(events, [snap(1, 0, "init")]).kills
+    assert (k.mechanism, k.sender.source) == ("kill", "unseen") and k.sender.comm != "old"
