@@ -335,13 +335,14 @@ def load_run(args):
     load_s = sum(s[0] for s in samples)
     mean = 100.0 * (user + system) / TICK / load_s
     per_fork_us = (user + system) / TICK / max(spawned, 1) * 1e6
+    at_rate = per_fork_us * args.rate / 1e4  # % of one core at --rate, at the cost per fork+exec measured
     print("rate %d/s for %d s: %d fork+exec (%.0f/s)" % (args.rate, args.seconds, spawned, spawned / args.seconds))
     print("drain CPU %% of one core: median %.1f, max %.1f (1 s samples), mean %.2f over the load; RSS MB: first "
           "%.1f, last %.1f, max %.1f"
           % (statistics.median(cpu), max(cpu), mean,
              samples[0][2] / 1024, samples[-1][2] / 1024, max(s[2] for s in samples) / 1024))
     print("drain CPU per fork+exec made: %.1f us; at %d/s that is %.2f %% of one core (samples over %.1f s)"
-          % (per_fork_us, args.rate, per_fork_us * args.rate / 1e4, load_s))
+          % (per_fork_us, args.rate, at_rate, load_s))
     print("CPU time stolen by the hypervisor during the load: %.1f %% of the host's" % stolen)
     print("drain CPU split over the load: user %.0f %%, system %.0f %%"
           % (100.0 * user / max(user + system, 1), 100.0 * system / max(user + system, 1)))
@@ -352,8 +353,7 @@ def load_run(args):
           % (watch["events_consumed"], watch["lost_events"], watch["overrun"], watch["argv_caught"],
              watch["argv_missed"]))
     print("kill staged at the end names the ancestor forked at the start: %s" % ("yes" if named else "NO"))
-    return (spawned / args.seconds, mean, per_fork_us, per_fork_us * args.rate / 1e4, stolen,
-            watch["lost_events"])
+    return spawned / args.seconds, mean, per_fork_us, at_rate, stolen, watch["lost_events"]
 
 
 # ---------------------------------------------------------------- the two readers, paired
