@@ -63,6 +63,8 @@ class AuditLineage:
         self.unsharers = set()     # process keys
         self.sigkilled = {}  # victim key -> its SIGKILL record: a second SIGKILL only reaches a dying process
         self.held = []       # (ts, exec event) held back, oldest first
+        # process key -> the kills it sent while its fork had not been read: the fork, when read, completes them
+        self.kills_before_fork = {}
         # process key -> [(serial, the child it forked, or None for an exec)], both least recent first
         self.recent = collections.OrderedDict()
 
@@ -118,6 +120,9 @@ class AuditLineage:
         if proc is None:
             return
         self._settle_provisional(proc)
+        for kill in self.kills_before_fork.pop(proc.key, ()):
+            if kill.sender is proc:
+                lineage.recapture_after_fork(kill)
         self._remember(parent, event.serial, proc)
         if parent.key in self.unsharers or (event.syscall == "clone" and event.args[0] & CLONE_NEWPID):
             self.in_child_ns.add(proc.key)
@@ -184,6 +189,12 @@ class AuditLineage:
                         audit=event.witness())
             attribute(kill)
             lineage.record_kill(kill)
+            if kill.sender is sender:
+                if sender.source == SOURCE_UNSEEN:
+                    self.kills_before_fork.setdefault(sender.key, []).append(kill)
+                if kill.sender_at_kill.exe is None and event.exe:
+                    # The kernel's own record of the caller's executable at the kill.
+                    kill.audit_facts.setdefault(sender.key, {})["exe"] = event.exe
             if event.signal == SIGKILL:
                 self.sigkilled[victim.key] = kill
 

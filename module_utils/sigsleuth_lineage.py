@@ -115,6 +115,17 @@ def forked_process(pid, ts, serial, parent, image, source):
     return proc
 
 
+def _ancestry_now(proc):
+    """proc's ancestors as they are now, nearest first (at most MAX_ANCESTRY; a loop is cut)."""
+    ancestry, seen = [], set()
+    parent = proc.parent
+    while parent is not None and len(ancestry) < MAX_ANCESTRY and parent.key not in seen:
+        seen.add(parent.key)
+        ancestry.append(parent.at_kill())
+        parent = parent.parent
+    return ancestry
+
+
 def exec_image(proc, ts, filename, source, comm=None, argv=None):
     """What an exec of filename at ts makes of the process: its exe, comm and argv."""
     proc.exe = filename
@@ -656,11 +667,18 @@ class Lineage:
     def record_kill(self, kill):
         """Keep a kill with its sender's identity and ancestry as they are at this moment."""
         if kill.sender is not None:
-            proc = kill.sender.parent
-            seen = set()
-            while proc is not None and len(kill.ancestry) < MAX_ANCESTRY and proc.key not in seen:
-                seen.add(proc.key)
-                kill.ancestry.append(proc.at_kill())
-                proc = proc.parent
+            kill.ancestry = _ancestry_now(kill.sender)
             kill.sender_at_kill = kill.sender.at_kill()
         self.kills.append(kill)
+
+    @staticmethod
+    def recapture_after_fork(kill):
+        """A kill whose sender's fork is read only after it (audit logs a syscall when it returns: a child can
+        kill before its parent's clone returns): the facts unknown at the kill that the fork gave it, and the
+        ancestry the fork names. A fact the sender has of its own since (a later exec) is not the kill's."""
+        sender, (_proc, *was) = kill.sender, kill.sender_at_kill
+        now = sender.at_kill()
+        kill.sender_at_kill = ProcessAtKill(sender, *(
+            getattr(now, name) if value is None and sender.facts_from.get(name) == SOURCE_INHERITED else value
+            for name, value in zip(ProcessAtKill._fields[1:], was)))
+        kill.ancestry = _ancestry_now(sender)

@@ -129,6 +129,8 @@ def _apply(kill, match, execs):
     attribute(kill)
     sender_facts = kill.audit_facts.setdefault(kill.sender.key, {})
     sender_facts.update(event.identity())
+    if event.exe and kill.sender_at_kill is not None and kill.sender_at_kill.exe is None:
+        sender_facts["exe"] = event.exe  # the kernel's own record of the sender's executable at the kill
     # A kill's PROCTITLE can be the one audit cached before the sender's last exec: trust it only when the
     # sender has not exec'd since arming.
     if "argv" not in sender_facts and event.argv is not None and not kill.sender.exec_times:

@@ -95,3 +95,13 @@ def test_audit_never_overrides_what_the_trace_saw():
 def test_without_a_loss_nothing_audit_only_is_invented():
     lineage, losses, added, continued = combined(TRACE, AUDIT[2:], loss_until_ms=None)
     assert added == 0 and len(lineage.kills) == 1
+
+
+def test_a_traced_sender_the_trace_knew_nothing_of_has_the_exe_audit_recorded_at_its_kill():
+    trace = [("signal_generate", 60 * MS + 500_000, 0, 300, 300, (9, 0, 0, "agent", 200, 1, 0))]
+    audit = [event(4, 60, "kill", 300, 1, comm="kill", exe="/usr/bin/kill", signal=9, target_pid=200,
+                   args=(200, 9, 0, 0), obj_pids=[{"pid": 200, "comm": "agent"}])]
+    lineage, losses, _, _ = combined(trace, audit, loss_until_ms=None)
+    (kill,) = lineage.kills
+    sender = kill_dict(kill, Clock(OFFSET), losses, resolve_exe=False)["sender"]
+    assert sender["pid"] == 300 and sender["exe"] == "/usr/bin/kill" and sender["facts_from"]["exe"] == "audit"

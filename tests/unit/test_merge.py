@@ -201,3 +201,71 @@ def test_a_victim_whose_fork_is_read_after_the_kill_keeps_no_unseen_note():
     assert kill.victim.source == SOURCE_AUDIT and kill.victim.parent.pid == 100
     assert kill.victim.notes == []
     assert (kill.victim.comm, kill.victim.exe, kill.victim.argv) == ("spawned", "/usr/bin/daemon", ["daemon"])
+
+
+def test_a_kill_read_before_the_senders_fork_takes_the_image_and_ancestry_the_fork_gave():
+    # A non-main thread of 150 forks the killer 300, which kills before that clone returns: audit logs the
+    # kill first (a syscall is logged when it returns), stamped in the same tick.
+    events = [
+        event(1, 5, "clone", 100, 1, exit=150, child_pid=150),
+        event(2, 6, "execve", 150, 100, comm="python3", exe="/usr/bin/python3", argv=["python3", "parent.py"]),
+        event(4, 9, "kill", 300, 150, comm="killer", exe="/usr/bin/python3", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+        event(5, 9, "clone", 150, 100, exit=300, child_pid=300, comm="python3"),
+    ]
+    (kill,) = lineage_of(events).kills
+    _proc, comm, exe, argv = kill.sender_at_kill
+    assert (comm, exe, argv) == ("killer", "/usr/bin/python3", ["python3", "parent.py"])
+    assert kill.sender.source == SOURCE_AUDIT and kill.sender.notes == []
+    assert [proc.pid for proc, _, _, _ in kill.ancestry] == [150, 100, 1]
+
+
+def test_a_sender_whose_fork_never_comes_has_the_exe_its_kill_record_names():
+    from ansible.module_utils.sigsleuth_clock import Clock
+    from ansible.module_utils.sigsleuth_loss import Losses
+    from ansible.module_utils.sigsleuth_report import kill_dict
+
+    events = [
+        event(3, 12, "kill", 300, 100, comm="killer", exe="/usr/bin/killer", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+    ]
+    (kill,) = lineage_of(events).kills
+    sender = kill_dict(kill, Clock(OFFSET), Losses(), resolve_exe=False)["sender"]
+    assert sender["exe"] == "/usr/bin/killer" and sender["facts_from"]["exe"] == "audit"
+    assert sender["argv"] is None  # not guessed
+
+
+def test_a_later_exec_of_a_sender_read_before_its_fork_is_not_the_kills():
+    events = [
+        event(1, 5, "clone", 100, 1, exit=150, child_pid=150),
+        event(2, 6, "execve", 150, 100, comm="python3", exe="/usr/bin/python3", argv=["python3", "parent.py"]),
+        event(4, 9, "kill", 300, 150, comm="killer", exe="/usr/bin/python3", signal=9, target_pid=200,
+              args=(200, 9, 0, 0), obj_pids=[{"pid": 200}]),
+        event(5, 9, "execve", 300, 150, comm="true", exe="/usr/bin/true", argv=["true"]),
+        event(6, 9, "clone", 150, 100, exit=300, child_pid=300, comm="python3"),
+    ]
+    (kill,) = lineage_of(events).kills
+    _proc, comm, exe, argv = kill.sender_at_kill
+    assert (comm, exe, argv) == ("killer", "/usr/bin/python3", ["python3", "parent.py"])
+    assert kill.sender.exe == "/usr/bin/true"
+
+
+def test_a_real_kill_event_completed_before_its_senders_clone_keeps_the_image_the_clone_gave():
+    """tests/fixtures/audit/edge/kill_before_its_fork.log: the kill's records end before the clone's."""
+    import os
+
+    from ansible.module_utils.sigsleuth_audit_log import iter_audit_events
+
+    path = os.path.join(os.path.dirname(__file__), "..", "fixtures", "audit", "edge", "kill_before_its_fork.log")
+    offset = 1_796_316_000 * 1_000_000_000
+    lineage = Lineage([9], snapshot_time_ns=0)
+    lineage.add_snapshot([snapshot(1, 0, "init"), snapshot(3602, 1, "pytest"), snapshot(16399, 3602, "victim")])
+    events = list(iter_audit_events([path]))
+    assert [e.serial for e in events].index(393313) < [e.serial for e in events].index(393312)  # the race
+    feed_audit_lineage(lineage, iter(events), offset)
+    (kill,) = lineage.kills
+    python = "/root/.pyenv/versions/3.11.7/bin/python3.11"
+    assert (kill.sender.pid, kill.sender_at_kill.comm, kill.sender_at_kill.exe) == (16402, "fx-tf-killer", python)
+    assert kill.sender_at_kill.argv is not None and kill.sender_at_kill.argv[2].endswith("forensics_stage.py")
+    assert [(a.process.pid, a.comm) for a in kill.ancestry][:2] == [(16400, "fx-tf-parent"), (3602, "pytest")]
+    assert kill.sender.notes == []
